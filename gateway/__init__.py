@@ -1,0 +1,1 @@
+"""Antenna: the federated gateway to EuroHPC AI supercomputers."""
