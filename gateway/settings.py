@@ -27,6 +27,12 @@ KNOWN_CONNECTORS = ("local", "slurmrestd", "ssh", "firecrest", "unicore")
 _PLACEHOLDER = re.compile(r"^(changeme|change-me|placeholder|secret|password|xxx+|todo|<.*>|\$\{.*\})$", re.I)
 _SECRETISH_KEY = re.compile(r"(secret|password|passwd|token|private_key|api_key|cluster_key)", re.I)
 _NAME = r"^[a-z][a-z0-9_-]{0,62}$"
+Algorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
+ProjectSource = Literal["groups", "entitlements"]
+
+
+def _algorithms(*names: Algorithm) -> list[Algorithm]:
+    return list(names)
 
 
 class _Section(BaseModel):
@@ -46,9 +52,7 @@ class DatabaseSettings(_Section):
 class OIDCSettings(_Section):
     issuer: str = Field(default="https://keycloak.antenna.example/realms/antenna")
     audience: str = "antenna-gateway"
-    algorithms: list[Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]] = (
-        Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
-    )
+    algorithms: list[Algorithm] = Field(default_factory=lambda: _algorithms("RS256", "ES256"), min_length=1)
     allowed_azp: list[str] = Field(default_factory=lambda: ["antenna-cli", "antenna-portal"], min_length=1)
     leeway_seconds: int = Field(default=30, ge=0, le=60)
     max_token_lifetime_seconds: int = Field(default=3600, ge=60, le=86400)
@@ -57,13 +61,15 @@ class OIDCSettings(_Section):
         default=30, ge=1, description="at most one fetch for unknown kids per window"
     )
     jwks_stale_seconds: int = Field(
-        default=3600, ge=0, description="keep serving the last good keys this long when the IdP is down"
+        default=3600,
+        ge=0,
+        description="keep serving the last good keys this long when the IdP is down",
     )
     http_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     person_claim: str = Field(default="myaccessid_cuid", description="falls back to `sub` when absent")
     refused_persons: list[str] = Field(default_factory=lambda: ["test@myaccessid.org"])
-    project_sources: list[Literal["groups", "entitlements"]] = Field(
-        default_factory=lambda: ["groups", "entitlements"], min_length=1
+    project_sources: list[ProjectSource] = Field(
+        default_factory=lambda: list[ProjectSource](["groups", "entitlements"]), min_length=1
     )
     groups_claim: str = "groups"
     projects_group: str = Field(default="/projects", description="groups /projects/<p> and /projects/<p>/pi")
@@ -139,7 +145,13 @@ class LimitsSettings(_Section):
     max_active_jobs_per_person: int = Field(default=500, ge=1)
     storage_uri: str = Field(default="memory://", description="limits storage, e.g. redis://127.0.0.1:6379")
     environment_allowlist: list[str] = Field(
-        default_factory=lambda: ["OMP_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES", "PYTHONUNBUFFERED", "HF_HOME"],
+        default_factory=lambda: [
+            "OMP_NUM_THREADS",
+            "OMP_PROC_BIND",
+            "OMP_PLACES",
+            "PYTHONUNBUFFERED",
+            "HF_HOME",
+        ],
         description="names a job may set; a trailing * allows a prefix",
     )
 

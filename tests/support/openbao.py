@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-ROOT_TOKEN = "antenna-test-root"  # noqa: S105 - a dev server's root token, not a secret
+ROOT_TOKEN = "antenna-test-root"  # a dev server's root token, not a secret
 
 
 @dataclass(frozen=True)

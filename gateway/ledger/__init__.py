@@ -1,0 +1,1 @@
+"""The double-entry quota ledger: allocations, reservations, charges, invariants, reconciliation."""
