@@ -8,6 +8,7 @@ access token signed with its current key.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import uuid
@@ -31,8 +32,21 @@ DEFAULT_PERSON = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1
 
 Signer = Callable[[bytes], bytes]
 
+# RSA key generation costs ~0.1 s; tests draw from a small cycle of keys. Consecutive draws always
+# differ, so a test using fewer than this many RSA keys never sees two alike.
+_RSA_POOL_SIZE = 8
+_rsa_pool: list[rsa.RSAPrivateKey] = []
+_rsa_draws = itertools.count()
 
-def encode_jws(header: Mapping[str, Any], payload: Mapping[str, Any], signer: Signer) -> str:
+
+def _rsa_key() -> rsa.RSAPrivateKey:
+    index = next(_rsa_draws) % _RSA_POOL_SIZE
+    if index == len(_rsa_pool):
+        _rsa_pool.append(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    return _rsa_pool[index]
+
+
+def encode_jws(header: Mapping[str, Any], payload: Any, signer: Signer) -> str:
     """A compact JWS with exactly this header, for tokens no well-behaved library would produce."""
     b64 = base64url_encode
     signing_input = b64(json.dumps(header).encode()) + b"." + b64(json.dumps(payload).encode())
@@ -59,7 +73,7 @@ class IdPKey:
     def generate(cls, alg: str = "RS256", kid: str | None = None) -> IdPKey:
         private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
         if alg.startswith(("RS", "PS")):
-            private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            private = _rsa_key()
         elif alg == "ES256":
             private = ec.generate_private_key(ec.SECP256R1())
         else:
@@ -88,7 +102,7 @@ class LoopbackIdP:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._running = False
         self.issuer = f"http://127.0.0.1:{self._server.server_address[1]}{REALM_PATH}"
         self.rotate()
