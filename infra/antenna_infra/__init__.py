@@ -1,0 +1,1 @@
+"""The Antenna's Pulumi program: identity (Keycloak), secrets (Vault), the gateway and monitoring (Kubernetes)."""

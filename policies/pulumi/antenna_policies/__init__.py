@@ -1,0 +1,1 @@
+"""Pulumi policy rules for the Antenna stack (plain functions; `__main__.py` serves them as a PolicyPack)."""
