@@ -1,0 +1,42 @@
+"""FastAPI dependencies, gathered here as ``Annotated`` aliases: the services and the principal."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from gateway.errors import InvalidToken, RateLimited
+from gateway.identity import Principal, refusal_reason
+from gateway.runtime import Runtime
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+
+
+async def principal(request: Request, rt: RuntimeDep) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        rt.metrics.token_refusals.labels("missing").inc()
+        raise InvalidToken("no bearer token", reason="missing")
+    try:
+        who = await rt.verifier.verify(token.strip())
+    except InvalidToken as exc:
+        reason = refusal_reason(exc)
+        rt.metrics.token_refusals.labels(reason).inc()
+        rt.log_refusal(reason, exc.detail)
+        raise
+    request.state.person = who.person
+    rt.rate_limit("requests", who.person, rt.settings.limits.requests_per_minute)
+    return who
+
+
+PrincipalDep = Annotated[Principal, Depends(principal)]
+
+__all__ = ["PrincipalDep", "RateLimited", "RuntimeDep"]

@@ -1,0 +1,88 @@
+"""/v1/jobs: submit, list, show, cancel, output."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from anyio import to_thread
+from fastapi import APIRouter, Header, Query, Response, status
+from fastapi.responses import PlainTextResponse
+
+from gateway.api.deps import PrincipalDep, RuntimeDep
+from gateway.api.schemas import JobOut, JobPageOut
+from gateway.errors import NotFound, SiteUnavailable
+from gateway.jobs.models import JobState
+from gateway.jobs.spec import JobSpec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="same key and body from the same person replays the first answer",
+    ),
+]
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+def submit(
+    spec: JobSpec, who: PrincipalDep, rt: RuntimeDep, response: Response, idempotency_key: IdempotencyKey = None
+) -> JobOut:
+    site = rt.settings.site(spec.site)
+    if site is not None and site.when_unavailable == "refuse" and not rt.health.is_up(spec.site):
+        raise SiteUnavailable(f"site {spec.site} is unavailable: {rt.health.last_error(spec.site)}")
+    rt.rate_limit("submissions", who.person, rt.settings.limits.submissions_per_minute)
+    result = rt.jobs.submit(who, spec, idempotency_key=idempotency_key)
+    outcome = "replayed" if result.replayed else "accepted"
+    rt.metrics.submissions.labels(spec.site, outcome).inc()
+    if not result.replayed:
+        rt.metrics.reservations.labels(result.job.project, result.job.site, result.job.unit).inc()
+        rt.metrics.reserved_amount.labels(result.job.project, result.job.site, result.job.unit).inc(
+            float(result.job.reserved)
+        )
+    response.headers["Location"] = f"/v1/jobs/{result.job.id}"
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return JobOut.of(result.job)
+
+
+@router.get("", response_model=JobPageOut)
+def list_jobs(
+    who: PrincipalDep,
+    rt: RuntimeDep,
+    project: Annotated[str | None, Query(max_length=63)] = None,
+    site: Annotated[str | None, Query(max_length=63)] = None,
+    state: JobState | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> JobPageOut:
+    page = rt.jobs.list_jobs(
+        who, project=project, site=site, state=state.value if state else None, limit=limit, cursor=cursor
+    )
+    return JobPageOut(jobs=[JobOut.of(j) for j in page.jobs], next_cursor=page.next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job_id: str, who: PrincipalDep, rt: RuntimeDep) -> JobOut:
+    return JobOut.of(rt.jobs.get(who, job_id))
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+def cancel_job(job_id: str, who: PrincipalDep, rt: RuntimeDep) -> JobOut:
+    return JobOut.of(rt.jobs.cancel(who, job_id))
+
+
+@router.get("/{job_id}/output", response_class=PlainTextResponse)
+async def job_output(
+    job_id: str, who: PrincipalDep, rt: RuntimeDep, stream: Literal["stdout", "stderr"] = "stdout"
+) -> PlainTextResponse:
+    job = await to_thread.run_sync(lambda: rt.jobs.find_visible(who, job_id))
+    connector = rt.connectors.get(job.site)
+    if connector is None or job.site_job_id is None:
+        raise NotFound(f"job {job_id} has no output yet (state {job.state})")
+    text = await connector.output(account=job.site_account, site_job_id=job.site_job_id, stream=stream)
+    return PlainTextResponse(text)

@@ -1,0 +1,173 @@
+"""Response and admin request bodies of API v1. Amounts are decimal strings: exact, never floats."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from gateway.jobs.service import JobView
+from gateway.ledger.service import Balance, UsageLine
+
+Amount = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str)]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class JobEventOut(_Out):
+    state: str
+    at: datetime
+    detail: str
+
+
+class JobOut(_Out):
+    id: str
+    project: str
+    site: str
+    partition: str
+    person: str
+    name: str
+    state: str
+    unit: str
+    reserved: Amount
+    charged: Amount | None
+    site_job_id: str | None
+    exit_code: int | None
+    reason: str
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    history: list[JobEventOut] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, view: JobView) -> JobOut:
+        data = {k: getattr(view, k) for k in cls.model_fields if k != "history"}
+        history = [JobEventOut(state=s, at=a, detail=d) for s, a, d in view.history]
+        return cls(**data, history=history)
+
+
+class JobPageOut(_Out):
+    jobs: list[JobOut]
+    next_cursor: str | None
+
+
+class BalanceOut(_Out):
+    site: str
+    unit: str
+    period_start: datetime
+    period_end: datetime
+    active: bool
+    granted: Amount
+    charged: Amount
+    reserved: Amount
+    available: Amount
+    overrun: Amount
+
+    @classmethod
+    def of(cls, b: Balance, now: datetime) -> BalanceOut:
+        return cls(
+            site=b.site,
+            unit=b.unit,
+            period_start=b.period_start,
+            period_end=b.period_end,
+            active=b.is_active(now),
+            granted=b.granted,
+            charged=b.charged,
+            reserved=b.reserved,
+            available=b.available,
+            overrun=b.overrun,
+        )
+
+
+class ProjectBalanceOut(_Out):
+    project: str
+    balances: list[BalanceOut]
+
+
+class UsageLineOut(_Out):
+    job_id: str | None
+    person: str | None
+    site: str
+    unit: str
+    period_start: datetime
+    kind: str
+    amount: Amount
+    at: datetime
+
+    @classmethod
+    def of(cls, line: UsageLine) -> UsageLineOut:
+        return cls(
+            job_id=line.job_id,
+            person=line.person,
+            site=line.site,
+            unit=line.unit,
+            period_start=line.period_start,
+            kind=line.kind,
+            amount=line.amount,
+            at=line.effective_at,
+        )
+
+
+class UsageOut(_Out):
+    project: str
+    lines: list[UsageLineOut]
+    totals: dict[str, Amount] = Field(description="total per 'site/unit'")
+
+
+class MembershipOut(_Out):
+    project: str
+    role: str
+
+
+class MeOut(_Out):
+    person: str
+    projects: list[MembershipOut]
+    roles: list[str]
+    site_accounts: dict[str, str]
+
+
+class PartitionOut(_Out):
+    name: str
+    unit: str
+    billing: str
+    max_time_minutes: int
+    max_nodes: int
+    cores_per_node: int
+    memory_gb_per_node: int
+    gpus_per_node: int
+    exclusive: bool
+
+
+class SiteOut(_Out):
+    name: str
+    title: str
+    connector: str
+    healthy: bool
+    last_error: str
+    partitions: list[PartitionOut]
+
+
+class AllocationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: Decimal = Field(ge=0, max_digits=18, decimal_places=6)
+    unit: str = Field(min_length=1, max_length=32)
+    start: datetime
+    end: datetime
+    project_account: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    reason: str = Field(default="", max_length=500)
+
+
+class AccountIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    account: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="the POSIX account at the site")
+
+
+class HealthOut(_Out):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

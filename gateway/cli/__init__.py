@@ -1,0 +1,1 @@
+"""The ``antenna`` command line: for researchers, PIs, allocation managers and operators."""

@@ -1,0 +1,65 @@
+"""Builds one connector per configured site; an unknown connector refuses to start."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.clock import Clock
+from gateway.connectors.base import Connector
+from gateway.errors import ConfigurationError
+from gateway.secrets import SecretStore
+from gateway.settings import Settings, SiteSettings
+
+
+@dataclass(frozen=True)
+class ConnectorContext:
+    """What a connector factory may use: its site's settings, the secrets store, a data folder, the clock."""
+
+    name: str
+    site: SiteSettings
+    secrets: SecretStore
+    data_dir: Path
+    clock: Clock
+
+
+Factory = Callable[[ConnectorContext], Connector]
+
+
+def _local(ctx: ConnectorContext) -> Connector:
+    from gateway.connectors.local import LocalConnector
+
+    speed = float(ctx.site.options.get("seconds_per_minute", 60.0))
+    return LocalConnector(
+        ctx.name,
+        workdir=ctx.data_dir / "local" / ctx.name,
+        partitions=ctx.site.partitions,
+        clock=ctx.clock,
+        seconds_per_minute=speed,
+    )
+
+
+def default_factories() -> dict[str, Factory]:
+    """Connector name → factory. Adapters import lazily so a missing optional library fails only its site."""
+    return {"local": _local}
+
+
+def build_connectors(
+    settings: Settings,
+    *,
+    secrets: SecretStore,
+    data_dir: Path,
+    clock: Clock,
+    factories: dict[str, Factory] | None = None,
+) -> dict[str, Connector]:
+    table = factories if factories is not None else default_factories()
+    connectors: dict[str, Connector] = {}
+    for name, site in settings.sites.items():
+        factory = table.get(site.connector)
+        if factory is None:
+            raise ConfigurationError(
+                f"sites.{name}.connector: no connector {site.connector!r} (available: {', '.join(sorted(table))})"
+            )
+        connectors[name] = factory(ConnectorContext(name, site, secrets, data_dir, clock))
+    return connectors

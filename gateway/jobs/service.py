@@ -1,0 +1,455 @@
+"""The job service: validate → price → reserve → job row + outbox, in ONE transaction; list, show, cancel.
+
+Object-level access lives here, not in the web layer: a job is visible to its owner and to the PIs of
+its project; anything else is ``NotFound``, so the existence of other projects' jobs is not revealed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gateway.billing import from_micro, to_micro
+from gateway.clock import Clock
+from gateway.db import Database
+from gateway.errors import (
+    Conflict,
+    Forbidden,
+    IdempotencyConflict,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+)
+from gateway.identity import Principal
+from gateway.jobs.models import (
+    AT_SITE_STATES,
+    IdempotencyRecord,
+    Job,
+    JobEvent,
+    JobState,
+    OutboxEntry,
+    ProjectSite,
+    SiteAccount,
+)
+from gateway.jobs.spec import JobSpec, validate_and_price
+from gateway.ledger import service as ledger
+from gateway.settings import Settings
+
+
+@dataclass(frozen=True)
+class JobView:
+    id: str
+    project: str
+    site: str
+    partition: str
+    person: str
+    name: str
+    state: str
+    unit: str
+    reserved: Decimal
+    charged: Decimal | None
+    site_job_id: str | None
+    exit_code: int | None
+    reason: str
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    history: list[tuple[str, datetime, str]]
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    job: JobView
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[JobView]
+    next_cursor: str | None
+
+
+def request_hash(spec: JobSpec) -> str:
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class JobService:
+    def __init__(self, *, db: Database, settings: Settings, clock: Clock) -> None:
+        self.db = db
+        self.settings = settings
+        self.clock = clock
+
+    # --- submit ---------------------------------------------------------------------------------
+
+    def submit(self, principal: Principal, spec: JobSpec, *, idempotency_key: str | None) -> SubmitResult:
+        if not principal.is_member(spec.project):
+            raise Forbidden(f"you are not a member of project {spec.project}")
+        priced = validate_and_price(spec, self.settings)
+        digest = request_hash(spec)
+
+        def work(session: Session) -> SubmitResult:
+            if idempotency_key is not None:
+                replay = self._replay(session, principal.person, idempotency_key, digest)
+                if replay is not None:
+                    return replay
+            account = session.get(SiteAccount, (principal.person, spec.site))
+            if account is None:
+                raise Forbidden(
+                    f"you have no account mapped at {spec.site}; ask an operator to map yours", site=spec.site
+                )
+            active = session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(
+                    Job.person == principal.person,
+                    Job.state.in_([s.value for s in (JobState.ACCEPTED, *AT_SITE_STATES)]),
+                )
+            )
+            if (active or 0) >= self.settings.limits.max_active_jobs_per_person:
+                raise RateLimited(
+                    f"you have {active} active jobs; the limit is {self.settings.limits.max_active_jobs_per_person}",
+                    retry_after=60,
+                )
+            project_site = session.get(ProjectSite, (spec.project, spec.site))
+            now = self.clock.now()
+            job_id = str(uuid.uuid4())
+            ledger.reserve(
+                session,
+                job_id=job_id,
+                project=spec.project,
+                site=spec.site,
+                unit=priced.unit,
+                amount=priced.price,
+                person=principal.person,
+                at=now,
+            )
+            job = Job(
+                id=job_id,
+                project=spec.project,
+                site=spec.site,
+                partition=spec.partition,
+                person=principal.person,
+                name=spec.name,
+                state=JobState.ACCEPTED.value,
+                script=spec.script,
+                spec={
+                    **spec.model_dump(mode="json", exclude={"script"}),
+                    "cores": priced.resources.cores,
+                    "memory_gb": str(priced.resources.memory_gb),
+                    "gpus": priced.resources.gpus,
+                    "time_limit_minutes": priced.time_limit_minutes,
+                },
+                unit=priced.unit,
+                price=to_micro(priced.price),
+                site_account=account.account,
+                project_account=project_site.project_account if project_site else spec.project,
+                reason="",
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(job)
+            session.flush()
+            session.add(JobEvent(job_id=job_id, state=JobState.ACCEPTED.value, at=now, detail="reserved"))
+            session.add(OutboxEntry(job_id=job_id, site=spec.site, action="submit", available_at=now, created_at=now))
+            if idempotency_key is not None:
+                session.add(
+                    IdempotencyRecord(
+                        person=principal.person, key=idempotency_key, request_hash=digest, job_id=job_id, created_at=now
+                    )
+                )
+            session.flush()
+            return SubmitResult(self._view(session, job), replayed=False)
+
+        try:
+            return self.db.run(work)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            # A concurrent request with the same key won the race; answer as its replay.
+            return self.db.run(lambda s: self._must_replay(s, principal.person, idempotency_key, digest))
+
+    def _replay(self, session: Session, person: str, key: str, digest: str) -> SubmitResult | None:
+        record = session.get(IdempotencyRecord, (person, key))
+        if record is None:
+            return None
+        if record.request_hash != digest:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was used with a different request body", field="Idempotency-Key"
+            )
+        return SubmitResult(self._view(session, session.get_one(Job, record.job_id)), replayed=True)
+
+    def _must_replay(self, session: Session, person: str, key: str, digest: str) -> SubmitResult:
+        replay = self._replay(session, person, key, digest)
+        if replay is None:  # pragma: no cover - the integrity error had another cause
+            raise Conflict("the submission conflicted with another; retry")
+        return replay
+
+    # --- read -----------------------------------------------------------------------------------
+
+    def _visible(self, principal: Principal) -> object:
+        pi_of = [p for p in principal.projects if principal.is_pi(p)]
+        return or_(Job.person == principal.person, Job.project.in_(pi_of)) if pi_of else Job.person == principal.person
+
+    def get(self, principal: Principal, job_id: str) -> JobView:
+        def work(session: Session) -> JobView:
+            job = session.get(Job, job_id)
+            if job is None or not self._can_see(principal, job):
+                raise NotFound(f"no job {job_id}")
+            return self._view(session, job)
+
+        return self.db.run(work)
+
+    def find_visible(self, principal: Principal, job_id: str) -> Job:
+        """The job row itself (for the output endpoint), with the same visibility rule."""
+
+        def work(session: Session) -> Job:
+            job = session.get(Job, job_id)
+            if job is None or not self._can_see(principal, job):
+                raise NotFound(f"no job {job_id}")
+            return job
+
+        return self.db.run(work)
+
+    @staticmethod
+    def _can_see(principal: Principal, job: Job) -> bool:
+        return job.person == principal.person or principal.is_pi(job.project)
+
+    def list_jobs(
+        self,
+        principal: Principal,
+        *,
+        project: str | None = None,
+        site: str | None = None,
+        state: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        def work(session: Session) -> JobPage:
+            query = select(Job).where(self._visible(principal))  # type: ignore[arg-type]
+            if project:
+                query = query.where(Job.project == project)
+            if site:
+                query = query.where(Job.site == site)
+            if state:
+                query = query.where(Job.state == state)
+            if cursor:
+                created, last_id = _decode_cursor(cursor)
+                query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < last_id)))
+            rows = session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).all()
+            page = rows[:limit]
+            next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
+            return JobPage([self._view(session, job, history=False) for job in page], next_cursor)
+
+        return self.db.run(work)
+
+    def _view(self, session: Session, job: Job, *, history: bool = True) -> JobView:
+        settlement = ledger.reservation_of(session, job.id)
+        events: list[tuple[str, datetime, str]] = []
+        if history:
+            events = [
+                (e.state, e.at, e.detail)
+                for e in session.scalars(select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id))
+            ]
+        return JobView(
+            id=job.id,
+            project=job.project,
+            site=job.site,
+            partition=job.partition,
+            person=job.person,
+            name=job.name,
+            state=job.state,
+            unit=job.unit,
+            reserved=from_micro(job.price),
+            charged=settlement.charged + settlement.overrun if settlement and settlement.state != "pending" else None,
+            site_job_id=job.site_job_id,
+            exit_code=job.exit_code,
+            reason=job.reason,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            ended_at=job.ended_at,
+            history=events,
+        )
+
+    # --- cancel ---------------------------------------------------------------------------------
+
+    def cancel(self, principal: Principal, job_id: str) -> JobView:
+        """Cancel: a job not yet forwarded ends here (reservation voided); one at the site is asked to stop."""
+
+        def work(session: Session) -> JobView:
+            job = session.get(Job, job_id, with_for_update=True)
+            if job is None or not self._can_see(principal, job):
+                raise NotFound(f"no job {job_id}")
+            if JobState(job.state).is_final:
+                raise Conflict(f"job {job_id} has already ended ({job.state})")
+            now = self.clock.now()
+            if job.state == JobState.ACCEPTED.value:
+                session.execute(
+                    update(OutboxEntry)
+                    .where(OutboxEntry.job_id == job_id, OutboxEntry.done_at.is_(None))
+                    .values(done_at=now, last_error="cancelled before forwarding")
+                )
+                record_transition(session, job, JobState.CANCELLED, now, f"cancelled by {principal.person}")
+                ledger.settle(
+                    session,
+                    job_id=job_id,
+                    outcome="void",
+                    at=now,
+                    actor=principal.person,
+                    reason="cancelled before forwarding",
+                )
+            else:
+                session.add(
+                    OutboxEntry(job_id=job_id, site=job.site, action="cancel", available_at=now, created_at=now)
+                )
+                session.add(
+                    JobEvent(job_id=job_id, state=job.state, at=now, detail=f"cancel requested by {principal.person}")
+                )
+            session.flush()
+            return self._view(session, job)
+
+        return self.db.run(work)
+
+    # --- people and projects --------------------------------------------------------------------
+
+    def site_accounts(self, person: str) -> dict[str, str]:
+        def work(session: Session) -> dict[str, str]:
+            rows = session.scalars(select(SiteAccount).where(SiteAccount.person == person)).all()
+            return {row.site: row.account for row in rows}
+
+        return self.db.run(work)
+
+    def map_account(self, principal: Principal, *, person: str, site: str, account: str) -> None:
+        if not principal.has_role("antenna-operator"):
+            raise Forbidden("mapping site accounts needs the antenna-operator role")
+        if site not in self.settings.sites:
+            raise NotFound(f"no site {site}")
+
+        def work(session: Session) -> None:
+            now = self.clock.now()
+            row = session.get(SiteAccount, (person.lower(), site))
+            if row is None:
+                session.add(
+                    SiteAccount(
+                        person=person.lower(), site=site, account=account, updated_by=principal.person, updated_at=now
+                    )
+                )
+            else:
+                row.account, row.updated_by, row.updated_at = account, principal.person, now
+
+        self.db.run(work)
+
+    def allocate(
+        self,
+        principal: Principal,
+        *,
+        project: str,
+        site: str,
+        unit: str,
+        amount: Decimal,
+        start: datetime,
+        end: datetime,
+        project_account: str | None,
+        reason: str,
+    ) -> ledger.Balance:
+        if not principal.has_role("antenna-quota-admin"):
+            raise Forbidden("changing allocations needs the antenna-quota-admin role")
+        site_settings = self.settings.site(site)
+        if site_settings is None:
+            raise NotFound(f"no site {site}")
+        if unit not in site_settings.units():
+            raise InvalidRequest(f"site {site} bills in {', '.join(sorted(site_settings.units()))}", field="unit")
+
+        def work(session: Session) -> ledger.Balance:
+            if project_account:
+                row = session.get(ProjectSite, (project, site))
+                if row is None:
+                    session.add(ProjectSite(project=project, site=site, project_account=project_account))
+                else:
+                    row.project_account = project_account
+            return ledger.set_allocation(
+                session,
+                project=project,
+                site=site,
+                unit=unit,
+                amount=amount,
+                start=start,
+                end=end,
+                actor=principal.person,
+                reason=reason or "allocation set",
+                at=self.clock.now(),
+            )
+
+        return self.db.run(work)
+
+    def balances(self, principal: Principal, project: str) -> list[ledger.Balance]:
+        self._require_project_reader(principal, project)
+        return self.db.run(lambda s: ledger.balances(s, project=project))
+
+    def usage(
+        self,
+        principal: Principal,
+        project: str,
+        *,
+        site: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[ledger.UsageLine]:
+        """Members see their own usage; PIs and quota admins see everyone's in the project."""
+        self._require_project_reader(principal, project)
+        everyone = principal.is_pi(project) or principal.has_role("antenna-quota-admin")
+        person = None if everyone else principal.person
+        return self.db.run(lambda s: ledger.usage(s, project=project, site=site, person=person, start=start, end=end))
+
+    @staticmethod
+    def _require_project_reader(principal: Principal, project: str) -> None:
+        if not (principal.is_member(project) or principal.has_role("antenna-quota-admin")):
+            raise NotFound(f"no project {project}")
+
+
+def record_transition(session: Session, job: Job, state: JobState, at: datetime, detail: str = "") -> bool:
+    """Move a job to ``state`` and log it in its history. Returns False when it already was there."""
+    if job.state == state.value:
+        return False
+    job.state = state.value
+    job.updated_at = at
+    if state == JobState.RUNNING and job.started_at is None:
+        job.started_at = at
+    if state.is_final and job.ended_at is None:
+        job.ended_at = at
+    if detail:
+        job.reason = detail[:500]
+    session.add(JobEvent(job_id=job.id, state=state.value, at=at, detail=detail[:500]))
+    return True
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, job_id = json.loads(base64.urlsafe_b64decode(padded))
+        return datetime.fromisoformat(created), str(job_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest("the cursor is not one this API gave out", field="cursor") from exc
+
+
+def active_site_jobs(session: Session, site: str) -> Sequence[Job]:
+    return session.scalars(
+        select(Job).where(
+            Job.site == site, Job.state.in_([s.value for s in AT_SITE_STATES]), Job.site_job_id.is_not(None)
+        )
+    ).all()

@@ -1,0 +1,156 @@
+"""Status sync and settlement: one batched status call per site per cycle, never one per job.
+
+When a job ends, the charge is priced from what the site reports (elapsed × allocated resources) with the
+partition's formula and booked in the same transaction as the job's final state; a job that never
+started is voided. Settlement is idempotent, so several replicas syncing at once are harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from decimal import Decimal
+
+from sqlalchemy.orm import Session
+
+from gateway.billing import from_micro, price
+from gateway.clock import Clock
+from gateway.connectors.base import Connector, SiteJobStatus, SiteState
+from gateway.connectors.health import SiteHealth
+from gateway.db import Database
+from gateway.errors import AntennaError, SiteUnavailable
+from gateway.jobs.models import Job, JobState
+from gateway.jobs.service import active_site_jobs, record_transition
+from gateway.ledger import service as ledger
+from gateway.metrics import Metrics
+from gateway.settings import Settings
+
+log = logging.getLogger("antenna.sync")
+
+_STATE = {
+    SiteState.PENDING: JobState.PENDING,
+    SiteState.RUNNING: JobState.RUNNING,
+    SiteState.COMPLETED: JobState.COMPLETED,
+    SiteState.FAILED: JobState.FAILED,
+    SiteState.CANCELLED: JobState.CANCELLED,
+    SiteState.TIMEOUT: JobState.TIMEOUT,
+}
+
+
+class StatusSync:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        connectors: dict[str, Connector],
+        health: SiteHealth,
+        settings: Settings,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self.db = db
+        self.connectors = connectors
+        self.health = health
+        self.settings = settings
+        self.clock = clock
+        self.metrics = metrics
+
+    async def sync_site(self, site: str) -> int:
+        """One cycle for one site: ONE status call for all its active jobs. Returns jobs updated."""
+        connector = self.connectors[site]
+        jobs = await asyncio.to_thread(
+            self.db.run, lambda s: [(j.id, j.site_job_id) for j in active_site_jobs(s, site)]
+        )
+        if not jobs:
+            return 0
+        try:
+            statuses = await connector.statuses([sid for _, sid in jobs if sid is not None])
+        except SiteUnavailable as exc:
+            self.health.failure(site, exc.detail, retry_after=float(exc.retry_after))
+            self.metrics.sync_calls.labels(site, "unavailable").inc()
+            return 0
+        self.health.success(site)
+        self.metrics.sync_calls.labels(site, "ok").inc()
+        updated = 0
+        for job_id, site_job_id in jobs:
+            status = statuses.get(site_job_id or "")
+            if status is not None and await asyncio.to_thread(
+                self.db.run, lambda s, j=job_id, st=status: self._apply(s, j, st)
+            ):
+                updated += 1
+        return updated
+
+    def _apply(self, session: Session, job_id: str, status: SiteJobStatus) -> bool:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None or JobState(job.state).is_final:
+            return False
+        now = self.clock.now()
+        target = _STATE[status.state]
+        if status.started_at is not None and job.started_at is None:
+            job.started_at = status.started_at
+            if target != JobState.RUNNING:
+                record_transition(session, job, JobState.RUNNING, status.started_at)
+        changed = record_transition(session, job, target, status.ended_at or now, status.reason)
+        job.exit_code = status.exit_code
+        if target.is_final:
+            self._settle(session, job, status)
+        return changed
+
+    def _settle(self, session: Session, job: Job, status: SiteJobStatus) -> None:
+        now = self.clock.now()
+        elapsed = status.elapsed_seconds or 0
+        if status.started_at is None or elapsed == 0 or status.allocated is None:
+            result = ledger.settle(session, job_id=job.id, outcome="void", at=now, reason=f"{job.state}; never ran")
+        else:
+            site = self.settings.sites[job.site]
+            formula = site.partitions[job.partition].billing
+            amount = price(formula, status.allocated, elapsed)
+            result = ledger.settle(
+                session,
+                job_id=job.id,
+                outcome="charge",
+                amount=amount,
+                at=now,
+                reason=f"{job.state}: {elapsed} s on {status.allocated.nodes} node(s)",
+            )
+        if result.replayed:
+            return
+        labels = (job.project, job.site, job.unit)
+        if result.charged or result.overrun:
+            self.metrics.charges.labels(*labels).inc()
+            self.metrics.charged_amount_booked.labels(*labels).inc(float(result.charged + result.overrun))
+        if result.overrun > Decimal(0):
+            self.metrics.overruns.labels(job.site, job.unit).inc()
+            self.metrics.overrun_amount.labels(job.site, job.unit).inc(float(result.overrun))
+            log.warning(
+                "charge above reservation booked as overrun",
+                extra={
+                    "job_id": job.id,
+                    "project": job.project,
+                    "overrun": str(result.overrun),
+                    "reserved": str(from_micro(job.price)),
+                },
+            )
+
+    async def run_once(self, sites: Sequence[str] | None = None) -> int:
+        names = [s for s in (sites or list(self.connectors)) if self.health.allows(s)]
+        counts = await asyncio.gather(*(self.sync_site(s) for s in names), return_exceptions=True)
+        total = 0
+        for site, count in zip(names, counts, strict=True):
+            if isinstance(count, BaseException):
+                log.error("status sync failed", extra={"site": site, "error": repr(count)})
+            else:
+                total += count
+        return total
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        interval = min((s.status_interval_seconds for s in self.settings.sites.values()), default=15.0)
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except AntennaError as exc:
+                log.warning("status sync cycle failed", extra={"error": exc.detail})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -1,0 +1,213 @@
+"""Everything one gateway process runs, built from settings and wired together, with no web code.
+
+``build_runtime`` is what ``create_app`` calls; tests and the CLI can build one without FastAPI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from limits import RateLimitItemPerMinute, storage, strategies
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gateway.clock import Clock, SystemClock
+from gateway.connectors.base import Connector
+from gateway.connectors.health import SiteHealth
+from gateway.connectors.registry import Factory, build_connectors
+from gateway.db import Database, make_engine
+from gateway.errors import RateLimited
+from gateway.identity import DevIssuer, KeySetCache, KeySource, TokenVerifier
+from gateway.jobs.forwarder import Forwarder
+from gateway.jobs.models import Job, OutboxEntry
+from gateway.jobs.service import JobService
+from gateway.jobs.sync import StatusSync
+from gateway.ledger.models import AccountKind, LedgerAccount
+from gateway.metrics import LedgerFigures, Metrics, Snapshot
+from gateway.migrations import migrate
+from gateway.secrets import SecretStore
+from gateway.secrets.fake import FakeSecretStore
+from gateway.settings import Settings
+
+log = logging.getLogger("antenna")
+
+
+@dataclass(frozen=True)
+class DevMode:
+    """Only ``antenna dev`` creates one: the development issuer and the data folder."""
+
+    issuer: DevIssuer
+    data_dir: Path
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    db: Database
+    metrics: Metrics
+    verifier: TokenVerifier
+    keys: KeySource
+    jobs: JobService
+    connectors: dict[str, Connector]
+    health: SiteHealth
+    forwarder: Forwarder
+    sync: StatusSync
+    secrets: SecretStore
+    http: httpx.AsyncClient
+    limiter: strategies.RateLimiter
+    dev: DevMode | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def rate_limit(self, kind: str, person: str, per_minute: int) -> None:
+        item = RateLimitItemPerMinute(per_minute)
+        if not self.limiter.hit(item, kind, person):
+            reset = self.limiter.get_window_stats(item, kind, person).reset_time
+            retry = max(1, int(reset - self.clock.now().timestamp()) + 1)
+            raise RateLimited(f"too many {kind}: at most {per_minute} a minute", retry_after=retry)
+
+    def log_refusal(self, reason: str, detail: str) -> None:
+        log.info("token refused", extra={"reason": reason, "detail": detail})
+
+    def snapshot(self) -> Snapshot:
+        """Database figures for the metrics scrape (one short read transaction)."""
+        now = self.clock.now()
+
+        def read(session: Session) -> Snapshot:
+            accounts = session.scalars(
+                select(LedgerAccount).where(
+                    LedgerAccount.kind.in_([AccountKind.ALLOCATION.value, AccountKind.OVERRUN.value])
+                )
+            ).all()
+            overruns = {
+                (a.project, a.site, a.unit, a.period_start): a.charged
+                for a in accounts
+                if a.kind == AccountKind.OVERRUN.value
+            }
+            ledger = [
+                LedgerFigures(
+                    a.project,
+                    a.site,
+                    a.unit,
+                    a.granted,
+                    a.reserved,
+                    a.charged,
+                    overruns.get((a.project, a.site, a.unit, a.period_start), 0),
+                    a.period_start <= now < a.period_end,
+                )
+                for a in accounts
+                if a.kind == AccountKind.ALLOCATION.value
+            ]
+            jobs = [
+                (site, partition, state, int(n))
+                for site, partition, state, n in session.execute(
+                    select(Job.site, Job.partition, Job.state, func.count()).group_by(
+                        Job.site, Job.partition, Job.state
+                    )
+                )
+            ]
+            backlog = [
+                (site, int(n), max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+                for site, n, oldest in session.execute(
+                    select(OutboxEntry.site, func.count(), func.min(OutboxEntry.created_at))
+                    .where(OutboxEntry.done_at.is_(None))
+                    .group_by(OutboxEntry.site)
+                )
+            ]
+            return Snapshot(ledger, jobs, backlog)
+
+        return self.db.run(read)
+
+    async def start_background(self) -> None:
+        if self.settings.forwarder.enabled:
+            self._tasks.append(asyncio.create_task(self.forwarder.run_forever(self._stop)))
+            self._tasks.append(asyncio.create_task(self.sync.run_forever(self._stop)))
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for connector in self.connectors.values():
+            await connector.aclose()
+        await self.secrets.aclose()
+        await self.http.aclose()
+        self.db.dispose()
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    dev: DevMode | None = None,
+    clock: Clock | None = None,
+    secrets: SecretStore | None = None,
+    keys: KeySource | None = None,
+    connector_factories: dict[str, Factory] | None = None,
+    http: httpx.AsyncClient | None = None,
+) -> Runtime:
+    """Build every part. Refuses production settings that only development may use."""
+    if dev is None:
+        settings.check_production()
+    clock = clock or SystemClock()
+    db = Database(
+        make_engine(settings.database.url, pool_size=settings.database.pool_size),
+        busy_retries=settings.database.sqlite_busy_retries,
+    )
+    if settings.database.migrate_on_start:
+        migrate(db.engine)
+    http = http or httpx.AsyncClient(timeout=settings.oidc.http_timeout_seconds)
+    metrics_holder: list[Metrics] = []
+
+    def count_fetch(outcome: str) -> None:
+        metrics_holder[0].jwks_fetches.labels(outcome).inc()
+
+    if keys is None:
+        keys = (
+            dev.issuer.key_source()
+            if dev is not None
+            else KeySetCache.from_settings(settings.oidc, http=http, clock=clock, on_fetch=count_fetch)
+        )
+    verifier = TokenVerifier(settings.oidc, keys=keys, clock=clock)
+    if secrets is None:
+        if settings.vault.enabled:
+            from gateway.secrets.vault import VaultSecretStore
+
+            secrets = VaultSecretStore.from_settings(settings.vault, clock=clock)
+        else:
+            secrets = FakeSecretStore()
+    data_dir = dev.data_dir if dev is not None else Path("var")
+    connectors = build_connectors(
+        settings, secrets=secrets, data_dir=data_dir, clock=clock, factories=connector_factories
+    )
+    health = SiteHealth(clock)
+    jobs = JobService(db=db, settings=settings, clock=clock)
+    runtime_holder: list[Runtime] = []
+    metrics = Metrics(snapshot=lambda: runtime_holder[0].snapshot())  # noqa: PLW0108 - bound after construction
+    metrics_holder.append(metrics)
+    forwarder = Forwarder(
+        db=db, connectors=connectors, health=health, settings=settings.forwarder, clock=clock, metrics=metrics
+    )
+    sync = StatusSync(db=db, connectors=connectors, health=health, settings=settings, clock=clock, metrics=metrics)
+    limiter = strategies.MovingWindowRateLimiter(storage.storage_from_string(settings.limits.storage_uri))
+    runtime = Runtime(
+        settings=settings,
+        clock=clock,
+        db=db,
+        metrics=metrics,
+        verifier=verifier,
+        keys=keys,
+        jobs=jobs,
+        connectors=connectors,
+        health=health,
+        forwarder=forwarder,
+        sync=sync,
+        secrets=secrets,
+        http=http,
+        limiter=limiter,
+        dev=dev,
+    )
+    runtime_holder.append(runtime)
+    return runtime
