@@ -66,7 +66,7 @@ class DevIssuer:
         audience: str = "antenna-gateway",
         client_id: str = "antenna-cli",
     ) -> None:
-        self.issuer = issuer.rstrip("/")
+        self.issuer = issuer  # exactly as configured: the verifier compares it byte for byte
         self.audience = audience
         self.client_id = client_id
         self._clock = clock
@@ -77,7 +77,7 @@ class DevIssuer:
 
     @property
     def jwks_uri(self) -> str:
-        return self.issuer + JWKS_PATH
+        return self.issuer.rstrip("/") + JWKS_PATH
 
     def discovery(self, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The discovery document; ``extra`` adds endpoints (token, device authorization) the app serves."""

@@ -149,9 +149,10 @@ class KeySetCache:
     async def key(self, kid: str) -> PyJWK:
         now = self._clock.now()
         key = self._keys.get(kid)
-        if key is not None and self._fresh(now):
+        # While another request refreshes an aged set, its keys keep serving: nobody else waits.
+        if key is not None and (self._fresh(now) or (self._lock.locked() and self.ready())):
             return key
-        # A fetch already under way may bring this kid: wait for it rather than refuse.
+        # A fetch already under way may bring an unknown kid: wait for it rather than refuse.
         if self._may_fetch(now) or self._lock.locked():
             await self._refresh()
         if not self.ready():

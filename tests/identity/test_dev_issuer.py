@@ -51,6 +51,12 @@ async def test_token_is_shaped_like_keycloaks(clock: FakeClock) -> None:
     assert claims["exp"] - claims["iat"] == 3600
 
 
+async def test_issuer_is_kept_exactly_as_configured(clock: FakeClock) -> None:
+    issuer = DevIssuer(ISSUER + "/", clock=clock)
+    assert issuer.discovery()["jwks_uri"] == f"{ISSUER}/protocol/openid-connect/certs"
+    assert (await verifier_for(issuer, clock).verify(issuer.mint("dan@myaccessid.org"))).person == "dan@myaccessid.org"
+
+
 async def test_expired_dev_token_refused(clock: FakeClock) -> None:
     issuer = DevIssuer(ISSUER, clock=clock)
     token = issuer.mint("bob@myaccessid.org", lifetime_seconds=60)
@@ -66,7 +72,7 @@ async def test_token_of_another_dev_issuer_refused(clock: FakeClock) -> None:
 
 
 def test_discovery_and_jwks_documents(clock: FakeClock) -> None:
-    issuer = DevIssuer(ISSUER + "/", clock=clock)
+    issuer = DevIssuer(ISSUER, clock=clock)
     discovery = issuer.discovery({"device_authorization_endpoint": f"{ISSUER}/device"})
     assert discovery["issuer"] == ISSUER
     assert discovery["jwks_uri"] == f"{ISSUER}/protocol/openid-connect/certs"

@@ -134,6 +134,29 @@ async def test_fetching_does_not_hold_up_requests_with_cached_keys(
     assert len(result) == 1
 
 
+async def test_routine_refresh_in_flight_does_not_hold_up_other_requests(
+    idp: LoopbackIdP, verifier: TokenVerifier, clock: FakeClock
+) -> None:
+    await verifier.verify(idp.token())
+    clock.advance(300)  # the set is due for its routine refresh
+    idp.gate.clear()
+    result: list[object] = []
+
+    async def refreshing_request() -> None:
+        result.append(await verifier.verify(idp.token()))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(refreshing_request)
+        await anyio.to_thread.run_sync(idp.held.wait, 10)
+        # One request waits for the refresh; the others are served from the aged set meanwhile.
+        for _ in range(3):
+            assert (await verifier.verify(idp.token())).subject
+        assert result == []
+        idp.gate.set()
+    assert len(result) == 1
+    assert idp.jwks_hits == 2
+
+
 # -- the IdP going away --------------------------------------------------------------------------
 
 
