@@ -12,7 +12,7 @@ import pytest
 from gateway.clock import FakeClock
 from gateway.identity import KeySetCache, TokenVerifier
 from gateway.settings import OIDCSettings
-from tests.support.idp import LoopbackIdP, test_idp  # noqa: F401 - the fixture, until conftest registers it
+from tests.support.idp import LoopbackIdP
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def idp(test_idp: LoopbackIdP, clock: FakeClock) -> LoopbackIdP:  # noqa: F811
+def idp(test_idp: LoopbackIdP, clock: FakeClock) -> LoopbackIdP:
     """The test IdP minting tokens on the same fake clock the verifier and key cache read."""
     test_idp.clock = clock
     return test_idp
