@@ -44,6 +44,7 @@ REFUSAL_REASONS = (
     "unknown_kid",
     "keys_unavailable",
     "bad_signature",
+    "weak_key",
     "bad_issuer",
     "bad_audience",
     "missing_claim",
@@ -109,7 +110,7 @@ class TokenVerifier:
         self._check_type(header, claims)
         azp = claims.get("azp")
         if not isinstance(azp, str) or azp not in self._oidc.allowed_azp:
-            raise _refuse(f"client {azp!r} is not allowed", "azp_not_allowed")
+            raise _refuse(f"client {str(azp)[:64]!r} is not allowed", "azp_not_allowed")
         return principal_from_claims(claims, self._oidc)
 
     def _header(self, token: str) -> dict[str, Any]:
@@ -144,6 +145,8 @@ class TokenVerifier:
                     "verify_exp": False,
                     "verify_nbf": False,
                     "verify_iat": False,
+                    # An RSA key under 2048 bits is refused, not merely warned about.
+                    "enforce_minimum_key_length": True,
                 },
             )
         except InvalidSignatureError as exc:
@@ -156,7 +159,9 @@ class TokenVerifier:
             raise _refuse("wrong issuer", "bad_issuer") from exc
         except InvalidAudienceError as exc:
             raise _refuse("wrong audience", "bad_audience") from exc
-        except (InvalidTokenError, InvalidKeyError) as exc:
+        except InvalidKeyError as exc:
+            raise _refuse(f"the issuer's key is refused: {exc}", "weak_key") from exc
+        except InvalidTokenError as exc:
             raise _refuse(f"invalid token: {exc}", "malformed") from exc
 
     def _check_times(self, claims: Mapping[str, Any]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.clock import FakeClock
 from gateway.errors import InvalidToken
@@ -128,6 +129,12 @@ async def test_missing_kid_refused(idp: LoopbackIdP, verifier: TokenVerifier) ->
 async def test_same_kid_signed_by_another_key_refused(idp: LoopbackIdP, verifier: TokenVerifier) -> None:
     impostor = IdPKey.generate("RS256", kid=idp.signing_kid)
     assert await refused(verifier, idp.token(key=impostor)) == "bad_signature"
+
+
+async def test_token_signed_by_a_short_rsa_key_of_the_issuer_refused(idp: LoopbackIdP, verifier: TokenVerifier) -> None:
+    weak = IdPKey("weak", "RS256", rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    idp.keys[weak.kid] = weak  # published by the issuer, so only its size is wrong
+    assert await refused(verifier, idp.token(key=weak)) == "weak_key"
 
 
 async def test_tampered_payload_refused(idp: LoopbackIdP, verifier: TokenVerifier) -> None:
