@@ -126,7 +126,7 @@ async def test_fetching_does_not_hold_up_requests_with_cached_keys(
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(unknown_kid_request)
-        await anyio.to_thread.run_sync(idp.held.wait, 10)
+        assert await anyio.to_thread.run_sync(idp.held.wait, 10), "the IdP never saw the refetch"
         # The refetch is in flight and stuck at the IdP; a token whose key is cached still verifies.
         assert (await verifier.verify(cached_token)).subject
         assert result == []
@@ -147,7 +147,7 @@ async def test_routine_refresh_in_flight_does_not_hold_up_other_requests(
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(refreshing_request)
-        await anyio.to_thread.run_sync(idp.held.wait, 10)
+        assert await anyio.to_thread.run_sync(idp.held.wait, 10), "the IdP never saw the refetch"
         # One request waits for the refresh; the others are served from the aged set meanwhile.
         for _ in range(3):
             assert (await verifier.verify(idp.token())).subject
