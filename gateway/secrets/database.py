@@ -14,7 +14,6 @@ from typing import Any, Protocol
 import hvac
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 @dataclass(frozen=True)
@@ -36,20 +35,20 @@ class DatabaseCredentialSource(Protocol):
         ...
 
 
-def use_dynamic_credentials(engine: Engine | AsyncEngine, source: DatabaseCredentialSource) -> None:
+def use_dynamic_credentials(engine: Engine, source: DatabaseCredentialSource) -> None:
     """Make every new connection of ``engine`` log in with ``source``'s current credentials.
 
+    ``source.current_database_credentials()`` does no I/O, so this is safe wherever SQLAlchemy connects.
     Pair it with ``pool_pre_ping=True`` and ``pool_recycle=pool_recycle_seconds(...)`` so connections
     opened with rotated-out credentials are replaced before Vault revokes them.
     """
-    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
 
     def _inject(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
         credentials = source.current_database_credentials()
         cparams["user"] = credentials.username
         cparams["password"] = credentials.password
 
-    event.listen(sync_engine, "do_connect", _inject)
+    event.listen(engine, "do_connect", _inject)
 
 
 def pool_recycle_seconds(lease_seconds: int, refresh_fraction: float) -> int:
@@ -67,7 +66,7 @@ class PostgresRole:
     schema and nothing else; each session acts as the group, so objects it creates outlive the login."""
 
     name: str = "antenna-gateway"
-    group_role: str = "antenna_gateway"
+    group_role: str = "antenna_app"
     default_ttl_seconds: int = 3600
     max_ttl_seconds: int = 86400
 

@@ -1,7 +1,6 @@
-"""The Vault policies of ``policies/vault/*.hcl``: their names, and their paths rewritten for mounts, role
-names and a policy prefix other than the defaults the files are written with.
-
-Bootstrap (development) and the Pulumi program (production) both load the same files through here.
+"""The Vault policies of ``policies/vault/*.hcl``: a policy's name is its file's stem (``antenna-gateway``);
+its paths can be rewritten for mounts and role names other than the defaults the files are written with,
+and names given a prefix (tests use one to keep their policies apart on a shared server).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from pathlib import Path
 from gateway.secrets.settings import VaultClientOptions
 from gateway.settings import VaultSettings
 
-POLICY_PREFIX = "antenna-"
 _PATH_LINE = re.compile(r'^(\s*path\s+")([^"]*)(")', re.MULTILINE)
 
 
@@ -28,11 +26,11 @@ class PolicyContext:
     kubernetes_mount: str = "kubernetes"
     gateway_role: str = "antenna-gateway"  # the AppRole and Kubernetes role
     database_role: str = "antenna-gateway"
-    prefix: str = POLICY_PREFIX
+    prefix: str = ""
 
     @classmethod
     def from_settings(
-        cls, settings: VaultSettings, options: VaultClientOptions | None = None, *, prefix: str = POLICY_PREFIX
+        cls, settings: VaultSettings, options: VaultClientOptions | None = None, *, prefix: str = ""
     ) -> PolicyContext:
         options = options or VaultClientOptions()
         return cls(
@@ -56,11 +54,15 @@ class PolicyContext:
         auths = {d.approle_mount: self.approle_mount, d.kubernetes_mount: self.kubernetes_mount}
         seg = path.split("/")
 
-        def role(mount_index: int) -> None:
-            # <database mount>/creds/<role> and auth/<approle|kubernetes>/role/<role>
-            if len(seg) > mount_index + 2 and seg[mount_index + 1] in ("creds", "roles"):
-                if seg[mount_index] == self.database_mount and seg[mount_index + 2] == d.database_role:
-                    seg[mount_index + 2] = self.database_role
+        def role(at: int) -> None:
+            # <database mount>/creds|roles/<the gateway's database role>
+            if (
+                len(seg) > at + 2
+                and seg[at] == self.database_mount
+                and seg[at + 1] in ("creds", "roles")
+                and seg[at + 2] == d.database_role
+            ):
+                seg[at + 2] = self.database_role
 
         if seg[0] in secrets:
             seg[0] = secrets[seg[0]]
@@ -76,8 +78,8 @@ class PolicyContext:
         elif seg[:2] == ["sys", "leases"] and len(seg) > 3 and seg[3] in secrets:
             seg[3] = secrets[seg[3]]
             role(3)
-        elif seg[:3] == ["sys", "policies", "acl"] and len(seg) > 3 and seg[3].startswith(d.prefix):
-            seg[3] = self.prefix + seg[3].removeprefix(d.prefix)
+        elif seg[:3] == ["sys", "policies", "acl"] and len(seg) > 3 and seg[3].startswith("antenna-"):
+            seg[3] = self.prefix + seg[3]
         return "/".join(seg)
 
     def render(self, text: str) -> str:
@@ -99,7 +101,7 @@ def policy_files(policies_dir: Path) -> dict[str, Path]:
 
 
 def load_policies(policies_dir: Path, context: PolicyContext = DEFAULTS) -> dict[str, str]:
-    """``{policy name: rendered HCL}``, e.g. ``{"antenna-gateway": "..."}``."""
+    """``{policy name: rendered HCL}``, e.g. ``{"antenna-gateway": "..."}`` for the defaults."""
     return {
         context.policy_name(stem): context.render(path.read_text(encoding="utf-8"))
         for stem, path in policy_files(policies_dir).items()

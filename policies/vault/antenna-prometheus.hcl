@@ -1,0 +1,5 @@
+# antenna-prometheus: the scraper of Vault's own metrics. Nothing else.
+
+path "sys/metrics" {
+  capabilities = ["read"]
+}
