@@ -7,8 +7,10 @@ the same truth and the numbers agree with the ledger by construction.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -29,6 +31,15 @@ class LedgerFigures:
     charged: int
     overrun: int
     active: bool
+
+
+class VaultFigures(Protocol):
+    """What the Vault secrets store counts (``gateway.secrets.metrics.SecretsMetrics`` has this shape)."""
+
+    @property
+    def token_expires_at(self) -> float | None: ...
+
+    def snapshot(self) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,42 @@ class Metrics:
         )
         if snapshot is not None:
             r.register(_DatabaseCollector(snapshot))
+        self._vault_watched = False
+
+    def watch_sites(self, is_up: Callable[[str], bool], sites: Iterable[str]) -> None:
+        """Export each site's health from the circuit breaker at scrape time. Safe to call again."""
+        for site in sites:
+            self.site_up.labels(site).set_function(_health_of(is_up, site))
+
+    def watch_vault(self, figures: VaultFigures) -> None:
+        """Export the Vault token's expiry and the secrets store's events at scrape time (once)."""
+        self.vault_token_expiry.set_function(lambda: figures.token_expires_at or 0.0)
+        if not self._vault_watched:
+            self._vault_watched = True
+            self.registry.register(_VaultCollector(figures))
+
+
+def _health_of(is_up: Callable[[str], bool], site: str) -> Callable[[], float]:
+    return lambda: 1.0 if is_up(site) else 0.0
+
+
+class _VaultCollector(Collector):
+    def __init__(self, figures: VaultFigures) -> None:
+        self._figures = figures
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        events = CounterMetricFamily(
+            "antenna_vault_events",
+            "Secrets store events (logins, renewals, failures) by reason",
+            labels=["event", "reason"],
+        )
+        for key, count in sorted(self._figures.snapshot().items()):
+            event, _, reason = key.partition(":")
+            events.add_metric([event, reason], count)
+        yield events
 
 
 class _DatabaseCollector(Collector):
@@ -124,7 +171,13 @@ class _DatabaseCollector(Collector):
         return []
 
     def collect(self) -> Iterable[Metric]:
+        started = time.perf_counter()
         snap = self._snapshot()
+        read_seconds = GaugeMetricFamily(
+            "antenna_database_read_seconds",
+            "How long this scrape's read of the ledger, jobs and outbox took",
+            value=time.perf_counter() - started,
+        )
         labels = ["project", "site", "unit"]
         granted = CounterMetricFamily(
             "antenna_allocation_granted", "Granted in the active period (site unit)", labels=labels
@@ -160,4 +213,4 @@ class _DatabaseCollector(Collector):
         for site, count, age in snap.backlog:
             backlog.add_metric([site], count)
             oldest.add_metric([site], age)
-        yield from (granted, charged, overrun, reserved, available, jobs, backlog, oldest)
+        yield from (granted, charged, overrun, reserved, available, jobs, backlog, oldest, read_seconds)
