@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from gateway.clock import Clock
 from gateway.connectors.base import Connector
 from gateway.errors import ConfigurationError
 from gateway.secrets import SecretStore
-from gateway.settings import Settings, SiteSettings
+from gateway.settings import Settings, SiteSettings, format_validation_error
 
 
 @dataclass(frozen=True)
@@ -40,9 +43,27 @@ def _local(ctx: ConnectorContext) -> Connector:
     )
 
 
+def _slurmrestd(ctx: ConnectorContext) -> Connector:
+    from gateway.connectors.slurmrestd import SlurmrestdConnector, SlurmrestdOptions
+
+    return SlurmrestdConnector(ctx.name, _options(SlurmrestdOptions, ctx), secrets=ctx.secrets, clock=ctx.clock)
+
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+
+def _options(model: type[OptionsT], ctx: ConnectorContext) -> OptionsT:
+    try:
+        return model(**ctx.site.options)
+    except ValidationError as exc:
+        raise ConfigurationError(
+            "\n".join(f"sites.{ctx.name}.options.{line}" for line in format_validation_error(exc).splitlines())
+        ) from exc
+
+
 def default_factories() -> dict[str, Factory]:
     """Connector name → factory. Adapters import lazily so a missing optional library fails only its site."""
-    return {"local": _local}
+    return {"local": _local, "slurmrestd": _slurmrestd}
 
 
 def build_connectors(
