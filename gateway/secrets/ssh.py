@@ -41,8 +41,9 @@ def parse_certificate(text: str) -> SSHCertificate:
     return identity
 
 
-def certificate_expiry(text: str) -> datetime:
-    return datetime.fromtimestamp(parse_certificate(text).valid_before, UTC)
+def certificate_validity(text: str) -> tuple[datetime, datetime]:
+    cert = parse_certificate(text)
+    return datetime.fromtimestamp(cert.valid_after, UTC), datetime.fromtimestamp(cert.valid_before, UTC)
 
 
 @dataclass
@@ -53,23 +54,26 @@ class _CachedCert:
 
 
 class CertificateCache:
-    """Signed certificates per (site, account, key): reused until ``refresh_fraction`` of their life, and
-    still served while Vault is down until they expire."""
+    """Signed certificates per (site, account, key): reused until ``refresh_fraction`` of their validity
+    window, and still served while Vault is down until they expire. Times are the certificate's own."""
 
     def __init__(self, refresh_fraction: float) -> None:
         self._refresh_fraction = refresh_fraction
         self._entries: dict[tuple[str, str, str], _CachedCert] = {}
 
-    def put(self, key: tuple[str, str, str], certificate: str, now: datetime) -> None:
-        expires_at = certificate_expiry(certificate)
-        life = max((expires_at - now).total_seconds(), 0.0)
-        refresh_at = now + timedelta(seconds=life * self._refresh_fraction)
-        self._entries[key] = _CachedCert(certificate, refresh_at, expires_at)
+    def put(self, key: tuple[str, str, str], certificate: str) -> None:
+        valid_after, valid_before = certificate_validity(certificate)
+        life = max((valid_before - valid_after).total_seconds(), 0.0)
+        refresh_at = valid_after + timedelta(seconds=life * self._refresh_fraction)
+        self._entries[key] = _CachedCert(certificate, refresh_at, valid_before)
 
     def fresh(self, key: tuple[str, str, str], now: datetime) -> str | None:
         entry = self._entries.get(key)
         return entry.certificate if entry is not None and now < entry.refresh_at else None
 
-    def usable(self, key: tuple[str, str, str], now: datetime) -> str | None:
+    def usable(self, key: tuple[str, str, str], now: datetime) -> tuple[str, datetime] | None:
+        """A cached certificate still valid at ``now``, and when it expires."""
         entry = self._entries.get(key)
-        return entry.certificate if entry is not None and now < entry.expires_at else None
+        if entry is None or now >= entry.expires_at:
+            return None
+        return entry.certificate, entry.expires_at

@@ -97,7 +97,8 @@ class VaultSecretStore(SecretStore):
         self._last_failure: VaultFailure | None = None
         self._site_cache: dict[str, _Cached] = {}
         self._site_locks: dict[str, asyncio.Lock] = {}
-        self._degraded: set[str] = set()  # what is being served stale; logged once per outage
+        # What is being served stale or refused, and why: each outage is logged once, not per request.
+        self._degraded: dict[str, tuple[str, Reason]] = {}
         self._certs = CertificateCache(self._options.refresh_fraction)
         self._db: _Cached | None = None
         self._db_lock = asyncio.Lock()
@@ -348,8 +349,8 @@ class VaultSecretStore(SecretStore):
     def _serve_stale(self, entry: _Cached | None, now: datetime, failure: VaultFailure, what: str) -> Any:
         if entry is not None and now < entry.expires_at:
             self.metrics.record(Event.STALE_SERVED, failure.reason)
-            if what not in self._degraded:
-                self._degraded.add(what)
+            if self._degraded.get(what) != ("stale", failure.reason):  # log once per outage
+                self._degraded[what] = ("stale", failure.reason)
                 log.warning(
                     "vault unavailable (reason=%s): serving cached %s until %s: %s",
                     failure.reason,
@@ -359,10 +360,21 @@ class VaultSecretStore(SecretStore):
                 )
             return entry.value
         self.metrics.record(Event.UNAVAILABLE, failure.reason)
-        log.warning("vault unavailable (reason=%s) and no valid cached %s: %s", failure.reason, what, failure.detail)
+        if self._degraded.get(what) != ("unavailable", failure.reason):
+            self._degraded[what] = ("unavailable", failure.reason)
+            log.warning(
+                "vault unavailable (reason=%s) and no valid cached %s: %s",
+                failure.reason,
+                what,
+                failure.detail,
+            )
         raise SecretsUnavailable(
             f"cannot get {what} from Vault: {failure.detail}", reason=str(failure.reason)
         ) from failure
+
+    def _recovered(self, what: str) -> None:
+        if self._degraded.pop(what, None) is not None:
+            log.info("vault: %s served fresh again", what)
 
     def _fresh(self, entry: _Cached | None, now: datetime) -> bool:
         if entry is not None and now < entry.refresh_at:
@@ -417,7 +429,7 @@ class VaultSecretStore(SecretStore):
             if entry is not None and entry.value.version != version:
                 log.info("vault: credentials of site %s rotated to version %d", site, version)
             self._site_cache[site] = _Cached(creds, refresh_at, expires_at)
-            self._degraded.discard(what)
+            self._recovered(what)
             return creds
 
     def invalidate(self, site: str) -> None:
@@ -474,11 +486,11 @@ class VaultSecretStore(SecretStore):
             raise SiteAuthFailed(refused.detail) from refused
         except VaultFailure as failure:
             usable = self._certs.usable(key, now)
-            entry = _Cached(usable, now, now + timedelta(days=1)) if usable is not None else None
+            entry = _Cached(usable[0], now, usable[1]) if usable is not None else None
             stale: str = self._serve_stale(entry, now, failure, what)
             return stale
-        self._certs.put(key, certificate, now)
-        self._degraded.discard(what)
+        self._certs.put(key, certificate)
+        self._recovered(what)
         self.metrics.record(Event.SSH_SIGNED)
         return certificate
 
@@ -522,7 +534,7 @@ class VaultSecretStore(SecretStore):
             )
             refresh_at, expires_at = self._deadlines(now, lease)
             self._db = _Cached(creds, refresh_at, expires_at)
-            self._degraded.discard(what)
+            self._recovered(what)
             log.info("vault issued database credentials for %s (lease %ss)", creds.username, lease)
             return creds
 

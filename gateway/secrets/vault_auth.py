@@ -121,7 +121,8 @@ class Authenticator:
         self._settings = settings
         self._options = options
         self._secret_id: str | None = None
-        self._used_wrapping_digests: set[str] = set()
+        # Wrapping tokens already presented (by digest), with what to say if the file still holds one.
+        self._seen_wrapping: dict[str, VaultFailure] = {}
 
     def login(self, now: datetime) -> Token:
         method = self._settings.auth_method
@@ -166,17 +167,23 @@ class Authenticator:
     def _unwrap_secret_id(self) -> str:
         wrapping = _read_file(self._settings.wrapped_secret_id_file, "wrapped secret-id")
         digest = hashlib.sha256(wrapping.encode()).hexdigest()
-        if digest in self._used_wrapping_digests:
-            raise VaultFailure(
-                Reason.SECRET_ID_INVALID,
-                "the AppRole secret-id is no longer valid and the wrapped secret-id file holds no new one",
-            )
+        seen = self._seen_wrapping.get(digest)
+        if seen is not None:
+            # Never present the same wrapping token twice; wait for the deploy step to deliver a new one.
+            raise VaultFailure(seen.reason, f"{seen.detail} (the file still holds that wrapping token)")
+        try:
+            return self._check_and_unwrap(wrapping)
+        except VaultFailure as failure:
+            if failure.reason in (Reason.WRAPPING_REFUSED, Reason.SECRET_ID_INVALID):
+                self._seen_wrapping[digest] = failure
+            raise
+
+    def _check_and_unwrap(self, wrapping: str) -> str:
         client = make_client(self._settings, self._options)
         try:
             # Unauthenticated; tells where the wrapped response was created without consuming it.
             lookup = client.adapter.post("/v1/sys/wrapping/lookup", json={"token": wrapping})
         except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden) as exc:
-            self._used_wrapping_digests.add(digest)
             log.error(  # noqa: TRY400 - Vault's answer says it all; no traceback wanted
                 "vault wrapped secret-id refused: the wrapping token is invalid, expired or already "
                 "used; if the deploy step did not use it, it may have been intercepted"
@@ -189,7 +196,6 @@ class Authenticator:
         creation_path = str(lookup["data"].get("creation_path", ""))
         expected = self.expected_creation_path()
         if creation_path != expected:
-            self._used_wrapping_digests.add(digest)
             log.error(
                 "vault wrapped secret-id refused: created at %r, expected %r; not unwrapping it",
                 creation_path,
@@ -203,12 +209,15 @@ class Authenticator:
         try:
             response = unwrapper.sys.unwrap()
         except Exception as exc:
-            self._used_wrapping_digests.add(digest)
             reason, detail = classify(exc)
             if reason in (Reason.PERMISSION_DENIED, Reason.TOKEN_INVALID, Reason.ERROR):
                 reason = Reason.WRAPPING_REFUSED
             raise VaultFailure(reason, f"unwrapping the secret-id failed: {detail}") from exc
-        self._used_wrapping_digests.add(digest)
+        self._seen_wrapping[hashlib.sha256(wrapping.encode()).hexdigest()] = VaultFailure(
+            Reason.SECRET_ID_INVALID,
+            "the AppRole secret-id from the last wrapped secret-id is no longer accepted; deliver a "
+            "new wrapped secret-id to vault.wrapped_secret_id_file",
+        )
         return str(response["data"]["secret_id"])
 
     # -- Kubernetes ------------------------------------------------------------------------------
