@@ -2,8 +2,8 @@
 
 The fixture runs `tests/stack/stack up` once per session (idempotent: a running stack is reused) and parses
 `tests/stack/stack env`. When the stack cannot start the fixture fails with the reason and the script's
-output, never skips. A stack this fixture started is stopped at the end of the session; one that was
-already running (started by hand) is left running, and so is any when ANTENNA_STACK_KEEP=1.
+output, never skips. Each session holds a lease on the stack; the last session to end stops it if a test
+session started it. A stack started by hand stays up, and so does any when ANTENNA_STACK_KEEP=1.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ class SlurmStack:
     stack_dir: Path
     slurm_version: str
     munge_socket: Path
+    log_dir: Path  # every daemon's output, named after the daemon (`stack status` lists the names)
     clusters: tuple[StackCluster, ...]
     ssh: StackSsh
     people: tuple[StackPerson, ...]
@@ -154,7 +155,7 @@ class SlurmStack:
 
     def start(self) -> None:
         """Start whatever is stopped again (`stack up`)."""
-        result = _script("up", timeout=UP_TIMEOUT)
+        result = _script("up", "--lease-pid", str(os.getpid()), timeout=UP_TIMEOUT)
         if result.returncode != 0:
             raise RuntimeError(f"stack up failed:\n{_tail(result.stdout)}")
 
@@ -222,6 +223,7 @@ def parse_stack(data: Mapping[str, Any]) -> SlurmStack:
         stack_dir=Path(data["stack_dir"]),
         slurm_version=data["slurm_version"],
         munge_socket=Path(data["munge_socket"]),
+        log_dir=Path(data["log_dir"]),
         clusters=clusters,
         ssh=StackSsh(
             host=ssh["host"],
@@ -260,17 +262,16 @@ def _tail(output: str, lines: int = 40) -> str:
     return "\n".join(output.splitlines()[-lines:])
 
 
-def start_stack() -> tuple[SlurmStack, bool]:
-    """`stack up` then `stack env`; the bool says whether the stack was already running before."""
+def start_stack() -> SlurmStack:
+    """`stack up` then `stack env`, holding a lease for this process; fails the test when it cannot."""
     if os.geteuid() != 0:
         pytest.fail(
             "the Slurm test stack needs root (it installs Debian packages, adds test users and "
             "starts slurmctld/slurmd/slurmdbd/sshd); run the integration tests as root",
             pytrace=False,
         )
-    was_running = _script("status", timeout=60).returncode == 0
     try:
-        up = _script("up", timeout=UP_TIMEOUT)
+        up = _script("up", "--lease-pid", str(os.getpid()), timeout=UP_TIMEOUT)
     except subprocess.TimeoutExpired as error:
         raw = error.output or b""
         output = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
@@ -288,15 +289,20 @@ def start_stack() -> tuple[SlurmStack, bool]:
     if env.returncode != 0:
         pytest.fail(f"`{SCRIPT} env` failed: {env.stderr.strip()}", pytrace=False)
     try:
-        return parse_stack(json.loads(env.stdout)), was_running
+        return parse_stack(json.loads(env.stdout))
     except (ValueError, KeyError, TypeError) as error:
         pytest.fail(f"`{SCRIPT} env` printed an unexpected description: {error!r}", pytrace=False)
+
+
+def release_stack() -> None:
+    """End this session's lease: the stack stops if no other session uses it and tests started it."""
+    keep = ["--keep"] if os.environ.get("ANTENNA_STACK_KEEP") == "1" else []
+    _script("release", "--lease-pid", str(os.getpid()), *keep, timeout=120)
 
 
 @pytest.fixture(scope="session")
 def slurm_stack() -> Iterator[SlurmStack]:
     """Three real Slurm clusters (lumi, jupiter, lucia) with slurmdbd, slurmrestd and an SSH login node."""
-    stack, was_running = start_stack()
+    stack = start_stack()
     yield stack
-    if not was_running and os.environ.get("ANTENNA_STACK_KEEP") != "1":
-        _script("down", timeout=120)
+    release_stack()

@@ -237,6 +237,8 @@ KNOWN_HOSTS = SSH_DIR / "known_hosts"
 DB_SECRET = STACK_DIR / "mariadb.secret"
 DESCRIPTION = STACK_DIR / "stack.json"
 LOCK = STACK_DIR / ".lock"
+LEASES = STACK_DIR / "leases"
+STARTED_BY_TESTS = LEASES / "started-by-tests"
 
 
 def base_env() -> dict[str, str]:
@@ -890,6 +892,16 @@ def all_daemons(layout: Layout) -> list[Daemon]:
 
 
 def register_accounting(cluster: Cluster) -> None:
+    """Add what is missing (sacctmgr is slow: skipped when this exact set was registered before)."""
+    wanted = json.dumps([cluster.name, cluster.accounts, sorted(cluster.users.items())])
+    marker = cluster.root / "accounting.registered"
+    if marker.exists() and marker.read_text() == wanted:
+        return
+    _register_accounting(cluster)
+    marker.write_text(wanted)
+
+
+def _register_accounting(cluster: Cluster) -> None:
     def sacctmgr(*args: str) -> str:
         return run(["sacctmgr", "--immediate", *args], env=cluster.env()).stdout
 
@@ -959,6 +971,7 @@ def describe(layout: Layout) -> dict[str, Any]:
         "stack_dir": str(STACK_DIR),
         "slurm_version": run(["sinfo", "--version"], env=layout.clusters[0].env()).stdout.split()[-1],
         "munge_socket": str(MUNGE_SOCKET),
+        "log_dir": str(LOGS),
         "clusters": [
             {
                 "name": c.name,
@@ -1025,12 +1038,20 @@ def locked() -> Iterator[None]:
         yield
 
 
-def up() -> None:
+def phase(label: str, daemons: list[Daemon]) -> None:
+    began = time.monotonic()
+    started = start_all(daemons)
+    done = f"started {', '.join(started)}" if started else "running"
+    log(f"{label}: {done} ({time.monotonic() - began:.1f} s)")
+
+
+def up(lease_pid: int | None = None) -> None:
     require_root()
     began = time.monotonic()
     layout = load_layout()
     ensure_packages()
     with locked():
+        was_complete = all(d.pid() is not None for d in all_daemons(layout))
         check_reachable_by_others()
         ensure_dirs(layout)
         ensure_people(layout)
@@ -1043,33 +1064,67 @@ def up() -> None:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
         run(["/usr/sbin/sshd", "-t", "-f", str(SSHD_CONFIG)])
 
-        steps: list[tuple[str, Callable[[], list[str]]]] = [
-            ("munge", lambda: start_all([munged()])),
-            ("slurmdbd", lambda: start_all([slurmdbd(c) for c in layout.clusters])),
-        ]
-        for label, step in steps:
-            t = time.monotonic()
-            started = step()
-            log(f"{label}: {'started ' + ', '.join(started) if started else 'running'} ({time.monotonic() - t:.1f} s)")
+        phase("munge", [munged()])
+        phase("slurmdbd", [slurmdbd(c) for c in layout.clusters])
         t = time.monotonic()
         with ThreadPoolExecutor() as pool:
             list(pool.map(register_accounting, layout.clusters))
         log(f"accounting registered ({time.monotonic() - t:.1f} s)")
-        for label, daemons in [
-            ("slurmctld", [slurmctld(c) for c in layout.clusters]),
-            ("slurmd", [d for c in layout.clusters for d in slurmds(c)]),
-            ("slurmrestd", [slurmrestd(c) for c in layout.clusters if c.slurmrestd]),
-            ("sshd", [sshd(layout)]),
-        ]:
-            t = time.monotonic()
-            started = start_all(daemons)
-            log(f"{label}: {'started ' + ', '.join(started) if started else 'running'} ({time.monotonic() - t:.1f} s)")
+        phase("slurmctld", [slurmctld(c) for c in layout.clusters])
+        phase("slurmd", [d for c in layout.clusters for d in slurmds(c)])
+        phase("slurmrestd", [slurmrestd(c) for c in layout.clusters if c.slurmrestd])
+        phase("sshd", [sshd(layout)])
         t = time.monotonic()
         for cluster in layout.clusters:
             wait_until(f"{cluster.name}: nodes idle", functools.partial(nodes_idle, cluster))
         log(f"nodes idle ({time.monotonic() - t:.1f} s)")
         write_if_changed(DESCRIPTION, json.dumps(describe(layout), indent=2) + "\n", 0o644)
+        take_lease(lease_pid, was_complete)
     log(f"stack up in {time.monotonic() - began:.1f} s; `tests/stack/stack env` describes it")
+
+
+# Leases: test sessions that use the stack. The last one to leave stops it, but only if a test session
+# started it; a stack started by hand (`up` without a lease) stays up.
+
+
+def _live_leases() -> list[int]:
+    live = []
+    for path in LEASES.glob("*.json"):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            record = {}
+        pid = record.get("pid")
+        if isinstance(pid, int) and _alive(pid) and _start_time(pid) == record.get("start"):
+            live.append(pid)
+        else:
+            path.unlink(missing_ok=True)
+    return live
+
+
+def take_lease(lease_pid: int | None, was_complete: bool) -> None:
+    LEASES.mkdir(exist_ok=True)
+    if lease_pid is None:
+        STARTED_BY_TESTS.unlink(missing_ok=True)
+        return
+    if not was_complete and not _live_leases():
+        STARTED_BY_TESTS.touch()
+    record = {"pid": lease_pid, "start": _start_time(lease_pid)}
+    (LEASES / f"{lease_pid}.json").write_text(json.dumps(record) + "\n")
+
+
+def release(lease_pid: int, keep: bool) -> None:
+    require_root()
+    layout = load_layout()
+    with locked():
+        (LEASES / f"{lease_pid}.json").unlink(missing_ok=True)
+        others = _live_leases()
+        if others:
+            log(f"left running: still used by test session(s) {', '.join(map(str, others))}")
+        elif keep or not STARTED_BY_TESTS.exists():
+            log("left running: it was started by hand or ANTENNA_STACK_KEEP=1")
+        else:
+            _down(layout)
 
 
 def cancel_jobs(cluster: Cluster) -> None:
@@ -1099,18 +1154,23 @@ def down() -> None:
     require_root()
     layout = load_layout()
     with locked():
-        for cluster in layout.clusters:
-            cancel_jobs(cluster)
-        # Front ends first, munge last (the others talk through it while stopping); a tier at a time.
-        for tier in ["sshd", "slurmrestd", "slurmd", "slurmctld", "slurmdbd", "munged"]:
-            stopped = stop_daemons([d for d in all_daemons(layout) if d.kind == tier])
-            if stopped:
-                log(f"{tier}: stopped {', '.join(stopped)}")
-        strays = _socket_holders()
-        if strays:
-            log(f"stopping {len(strays)} leftover process(es) of the stack")
-            _terminate(sorted({d for pid in strays for d in [pid, *_descendants(pid)]}))
-        DESCRIPTION.unlink(missing_ok=True)
+        _down(layout)
+
+
+def _down(layout: Layout) -> None:
+    for cluster in layout.clusters:
+        cancel_jobs(cluster)
+    # Front ends first, munge last (the others talk through it while stopping); a tier at a time.
+    for tier in ["sshd", "slurmrestd", "slurmd", "slurmctld", "slurmdbd", "munged"]:
+        stopped = stop_daemons([d for d in all_daemons(layout) if d.kind == tier])
+        if stopped:
+            log(f"{tier}: stopped {', '.join(stopped)}")
+    strays = _socket_holders()
+    if strays:
+        log(f"stopping {len(strays)} leftover process(es) of the stack")
+        _terminate(sorted({d for pid in strays for d in [pid, *_descendants(pid)]}))
+    DESCRIPTION.unlink(missing_ok=True)
+    STARTED_BY_TESTS.unlink(missing_ok=True)
     log("stack down")
 
 
@@ -1196,7 +1256,11 @@ def ssh(person: str, cluster_name: str, command: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tests/stack/stack", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="install what is missing and start the stack (idempotent)")
+    up_parser = sub.add_parser("up", help="install what is missing and start the stack (idempotent)")
+    up_parser.add_argument("--lease-pid", type=int, help="a test session (pid) that uses the stack")
+    release_parser = sub.add_parser("release", help="end a test session's lease; the last one stops it")
+    release_parser.add_argument("--lease-pid", type=int, required=True)
+    release_parser.add_argument("--keep", action="store_true", help="never stop the stack")
     sub.add_parser("down", help="stop every process of the stack; keep state and accounting")
     sub.add_parser("purge", help="down, then remove the state directory and accounting databases")
     sub.add_parser("status", help="which daemons run (exit 0 all, 1 some, 3 none)")
@@ -1210,7 +1274,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            up()
+            up(args.lease_pid)
+        elif args.command == "release":
+            release(args.lease_pid, args.keep)
         elif args.command == "down":
             down()
         elif args.command == "purge":
