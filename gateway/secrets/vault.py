@@ -156,7 +156,8 @@ class VaultSecretStore(SecretStore):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
     async def maintain(self) -> float:
-        """One upkeep step: log in, renew the token, refresh database credentials when due.
+        """One upkeep step: log in, renew the token (or check it still works), refresh database
+        credentials when due.
 
         Never raises; returns the seconds until the next step (backing off after failures).
         """
@@ -169,6 +170,12 @@ class VaultSecretStore(SecretStore):
                 refresh_at = token.refresh_at(self._options.refresh_fraction)
                 if refresh_at is not None and now >= refresh_at:
                     await self._renew()
+                elif not await self._token_alive():
+                    # Revoked behind our back; its database leases went with it.
+                    self.metrics.record(Event.RENEW_FAILURE, Reason.TOKEN_INVALID)
+                    log.warning("vault refused the gateway's token (revoked or expired); logging in again")
+                    self._drop_token()
+                    await self._ensure_token()
             if self._settings.database_role and (self._db is None or now >= self._db.refresh_at):
                 await self.database_credentials()
         except (VaultFailure, SecretsUnavailable):
