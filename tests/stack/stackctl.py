@@ -28,6 +28,7 @@ import stat
 import string
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 import urllib.error
@@ -41,11 +42,30 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 TEMPLATES = HERE / "templates"
-STACK_DIR = Path(os.environ.get("ANTENNA_STACK_DIR") or REPO / "var" / "stack").resolve()
+
+
+def searchable_by_others(path: Path) -> Path | None:
+    """The first existing directory on the way to `path` that other users cannot enter, if any."""
+    for parent in [path, *path.parents]:
+        if parent.exists() and not parent.stat().st_mode & stat.S_IXOTH:
+            return parent
+    return None
+
+
+def default_stack_dir() -> Path:
+    """The repository's var/stack; under /tmp when the checkout is private (e.g. below /root)."""
+    preferred = REPO / "var" / "stack"
+    if searchable_by_others(preferred) is None:
+        return preferred
+    digest = hashlib.sha256(str(REPO).encode()).hexdigest()[:8]
+    return Path(tempfile.gettempdir()) / f"antenna-stack-{digest}"
+
+
+STACK_DIR = Path(os.environ.get("ANTENNA_STACK_DIR") or default_stack_dir()).resolve()
 PORT_BASE = int(os.environ.get("ANTENNA_STACK_PORT_BASE", "17800"))
 MARIADB_HOST = "127.0.0.1"
 MARIADB_PORT = 3306
-DB_USER = "antenna_stack"
+DB_USER = f"antenna_stack_{PORT_BASE}"  # one user and set of databases per stack (port base)
 REST_USER = "slurm"  # the packaged unprivileged user; slurmrestd refuses root and SlurmUser
 OPENAPI_PLUGINS = ("v0.0.38", "dbv0.0.38")
 ENV_VERSION = 1
@@ -158,7 +178,7 @@ class Cluster:
 
     @property
     def db_name(self) -> str:
-        return f"antenna_stack_{self.name}"
+        return f"antenna_stack_{PORT_BASE}_{self.name}"
 
     def env(self) -> dict[str, str]:
         return {**base_env(), "SLURM_CONF": str(self.slurm_conf)}
@@ -547,13 +567,13 @@ def ensure_packages() -> None:
 
 def check_reachable_by_others() -> None:
     """Test people and slurmrestd read slurm.conf and the munge socket: every parent must be searchable."""
-    for parent in [STACK_DIR, *STACK_DIR.parents]:
-        if parent.exists() and not parent.stat().st_mode & stat.S_IXOTH:
-            raise StackError(
-                f"{parent} is not searchable by other users, so test people and slurmrestd cannot "
-                "read the stack's slurm.conf; set ANTENNA_STACK_DIR to a directory under a "
-                "world-searchable path"
-            )
+    private = searchable_by_others(STACK_DIR)
+    if private is not None:
+        raise StackError(
+            f"{private} is not searchable by other users, so test people and slurmrestd cannot "
+            "read the stack's slurm.conf; set ANTENNA_STACK_DIR to a directory under a "
+            "world-searchable path"
+        )
     if len(str(MUNGE_SOCKET)) > 100:
         raise StackError(f"{MUNGE_SOCKET} is too long for a Unix socket; set ANTENNA_STACK_DIR")
 
