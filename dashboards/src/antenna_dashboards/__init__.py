@@ -1,0 +1,1 @@
+"""Antenna's Grafana dashboards as code (grafana-foundation-sdk); ``generate.py`` writes them to ../grafana/."""
