@@ -507,6 +507,22 @@ class Identity(pulumi.ComponentResource):
             opts=child,
         )
         clients = {CLI_CLIENT: cli, PORTAL_CLIENT: portal, GRAFANA_CLIENT: grafana}
+        # Keycloak creates `admin-cli` in every realm with the password grant on: take it over, turn that off.
+        openid.Client(
+            f"{self._name}-client-admin-cli",
+            realm_id=realm_id,
+            client_id="admin-cli",
+            import_=True,
+            name="${client_admin-cli}",
+            enabled=True,
+            access_type="PUBLIC",
+            standard_flow_enabled=False,
+            implicit_flow_enabled=False,
+            direct_access_grants_enabled=False,
+            service_accounts_enabled=False,
+            oauth2_device_authorization_grant_enabled=False,
+            opts=child,
+        )
 
         # Full scope is off, so a token carries only the realm roles mapped to its client here.
         gateway_roles = [QUOTA_ADMIN_ROLE, OPERATOR_ROLE]

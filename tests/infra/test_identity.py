@@ -333,6 +333,13 @@ def test_grafana_gets_no_gateway_tokens(dev: Recording) -> None:
     assert "antenna-gateway" not in default_scopes(dev, "antenna-grafana")
 
 
+def test_keycloaks_own_admin_cli_is_taken_over_without_the_password_grant(dev: Recording) -> None:
+    admin_cli = client(dev, "admin-cli")
+    assert admin_cli["import"] is True
+    assert admin_cli["directAccessGrantsEnabled"] is False
+    assert admin_cli["implicitFlowEnabled"] is False
+
+
 def test_no_client_has_optional_scopes(dev: Recording) -> None:
     optional = dev.of_type("keycloak:openid/clientOptionalScopes:ClientOptionalScopes")
     assert len(optional) == 3

@@ -310,7 +310,7 @@ def test_variant_without_issuer_is_caught(broken: Any) -> None:
 def test_variant_with_direct_access_grants_is_caught(broken: Any) -> None:
     found = broken(lambda mp: _override(mp, pulumi_keycloak.openid, "Client", direct_access_grants_enabled=True))
     assert list(found) == ["keycloak-client-no-password-or-implicit-grant"]
-    assert len(found["keycloak-client-no-password-or-implicit-grant"]) == 3
+    assert len(found["keycloak-client-no-password-or-implicit-grant"]) == 4  # every client, admin-cli too
 
 
 def test_variant_with_the_implicit_flow_is_caught(broken: Any) -> None:
