@@ -362,8 +362,16 @@ def _stat_fields(pid: int) -> list[str]:
 
 
 def _alive(pid: int) -> bool:
-    fields = _stat_fields(pid)
-    return bool(fields) and fields[0] != "Z"  # a zombie is gone, only not yet reaped
+    """True while any thread runs: a dead main thread shows as a zombie while the others still serve."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return False
+    for task in tasks:
+        with contextlib.suppress(OSError, IndexError):
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                return True
+    return False
 
 
 def _start_time(pid: int) -> int | None:
@@ -463,6 +471,9 @@ class Daemon:
                 return False
             log(f"{self.name}: configuration changed, restarting")
             self.stop()
+        port_free = time.monotonic() + 5  # a daemon just stopped may still be closing its socket
+        while self.port is not None and port_open(self.port) and time.monotonic() < port_free:
+            time.sleep(0.1)
         if self.port is not None and port_open(self.port):
             raise StackError(
                 f"{self.name}: port {self.port} is taken by a process that is not this stack's; "
