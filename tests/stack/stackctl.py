@@ -1,6 +1,6 @@
 """The test stack: three real Slurm clusters (lumi, jupiter, lucia) with slurmdbd, slurmrestd, munge and sshd.
 
-Run through `tests/stack/stack up|down|status|env|purge|ssh`. Standard library only, so that it runs before
+Run through `tests/stack/stack up|down|purge|status|env|stop|release|ssh`. Standard library only: it runs before
 `uv sync` and by hand. Needs root: it installs Debian packages, creates Unix accounts and starts daemons.
 
 Every daemon runs in the foreground of its own session, recorded in a pid file with its start time;
