@@ -272,6 +272,8 @@ class VaultSecretStore(SecretStore):
                 failure.detail,
                 delay,
             )
+            if failure is exc:
+                raise
             raise failure from exc
         self._login_ttl = token.ttl
         self._set_token(token)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.openbao import OpenBao
-from tests.vault.support import VaultEnv, make_env
+from tests.vault.support import OwnOpenBao, VaultEnv, make_env, start_own_openbao
 
 
 @pytest.fixture
@@ -19,3 +20,9 @@ def anyio_backend() -> str:
 def vault_env(openbao: OpenBao, tmp_path: Path) -> VaultEnv:
     """A bootstrapped, namespaced Antenna setup on the session's OpenBao, with a wrapped secret-id ready."""
     return make_env(openbao, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def own_openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnOpenBao]:
+    """An OpenBao of these tests only: sealed and paused by the fault tests, default names for the CLI."""
+    yield from start_own_openbao(tmp_path_factory.mktemp("own-openbao"))

@@ -10,7 +10,6 @@ makes Vault give the login the same answer without waiting for a clock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,12 +19,8 @@ from gateway.clock import FakeClock
 from gateway.errors import SecretsUnavailable
 from gateway.secrets.bootstrap import AppRoleSpec
 from gateway.secrets.metrics import Event, Reason
-from tests.vault.support import OwnOpenBao, VaultEnv, make_env, start_own_openbao
-
-
-@pytest.fixture(scope="module")
-def own_openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnOpenBao]:
-    yield from start_own_openbao(tmp_path_factory.mktemp("own-openbao"))
+from tests.support.openbao import OpenBao
+from tests.vault.support import OwnOpenBao, VaultEnv, make_env
 
 
 def _clock() -> FakeClock:
@@ -119,11 +114,8 @@ async def test_revoked_token_with_a_single_use_secret_id_waits_for_a_new_one(
 
 @pytest.mark.anyio
 async def test_revoked_token_with_a_reusable_secret_id_logs_in_again_transparently(
-    openbao: object, tmp_path: Path
+    openbao: OpenBao, tmp_path: Path
 ) -> None:
-    from tests.support.openbao import OpenBao
-
-    assert isinstance(openbao, OpenBao)
     env = make_env(openbao, tmp_path, approle=AppRoleSpec(secret_id_num_uses=0))
     env.put_site("lumi", {"jwt_key": "k"})
     clock = _clock()
