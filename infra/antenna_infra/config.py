@@ -168,12 +168,15 @@ class Secrets(_Model):
     policies_dir: str = "policies/vault"
     gateway_role: str = "antenna-gateway"
     gateway_policies: list[str] = Field(default_factory=lambda: ["antenna-gateway"], min_length=1)
-    secret_id_ttl_seconds: int = Field(default=3600, ge=60)
-    token_ttl_seconds: int = Field(default=3600, ge=60)
+    # Periodic tokens renewed while the gateway lives; secret-ids work once, shortly after issue.
+    token_period_seconds: int = Field(default=3600, ge=60)
+    secret_id_ttl_seconds: int = Field(default=600, ge=60)
     secret_id_bound_cidrs: list[str] = Field(default_factory=list)
-    ssh_allowed_users: str = "*"
-    ssh_cert_ttl: str = "5m"
-    ssh_cert_max_ttl: str = "30m"
+    # One SSH signing role per site with the ssh connector, named after the site; which accounts each may
+    # sign for is kept by `antenna vault sync-accounts`, not here.
+    ssh_sites: list[str] = Field(default_factory=list)
+    ssh_cert_ttl_seconds: int = Field(default=600, ge=60)
+    ssh_cert_max_ttl_seconds: int = Field(default=1800, ge=60)
     database: Database | None = None
     # Vault's Kubernetes auth for the gateway's pods (address of the cluster's API server).
     kubernetes_host: str | None = None

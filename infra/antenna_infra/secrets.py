@@ -1,6 +1,8 @@
 """Vault (or OpenBao) configuration: mounts, the policies in `policies/vault/*.hcl`, auth roles, SSH CA, database.
 
-The policy files are read when the program runs, so the files the Vault tests exercise are the ones deployed.
+The policy files are read when the program runs, through the same loader the gateway's bootstrap and the
+Vault tests use (`gateway.secrets.policies`), so what is deployed is what those tests exercised, with paths
+rewritten for the configured mounts.
 """
 
 from __future__ import annotations
@@ -13,19 +15,29 @@ import pulumi_vault as vault
 
 from antenna_infra.config import InfraConfigError
 from antenna_infra.config import Secrets as SecretsConfig
+from gateway.secrets.policies import PolicyContext, load_policies
 
 _POLICY_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+KUBERNETES_MOUNT = "kubernetes"
 
 
-def read_policies(directory: Path) -> dict[str, str]:
-    """`{name: HCL text}` for each `*.hcl` file, the name being the file's stem."""
+def read_policies(directory: Path, config: SecretsConfig) -> dict[str, str]:
+    """`{name: HCL text}` for each `*.hcl` file (name = file stem), paths rendered for the configured mounts."""
     if not directory.is_dir():
         raise InfraConfigError(f"Vault policy directory {directory} does not exist")
-    policies = {}
-    for path in sorted(directory.glob("*.hcl")):
-        if not _POLICY_NAME.match(path.stem):
-            raise InfraConfigError(f"{path.name}: a policy name must match {_POLICY_NAME.pattern}")
-        policies[path.stem] = path.read_text(encoding="utf-8")
+    context = PolicyContext(
+        kv_mount=config.kv_mount,
+        ssh_mount=config.ssh_mount,
+        database_mount=config.database_mount,
+        approle_mount=config.approle_path,
+        kubernetes_mount=KUBERNETES_MOUNT,
+        gateway_role=config.gateway_role,
+        database_role=config.gateway_role,
+    )
+    policies = load_policies(directory, context)
+    for name in policies:
+        if not _POLICY_NAME.match(name):
+            raise InfraConfigError(f"{name}.hcl: a policy name must match {_POLICY_NAME.pattern}")
     return policies
 
 
@@ -47,7 +59,7 @@ class Secrets(pulumi.ComponentResource):
         super().__init__("antenna:index:Secrets", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
-        texts = read_policies(policies_dir)
+        texts = read_policies(policies_dir, config)
         missing = sorted(set(config.gateway_policies) - set(texts))
         if missing:
             raise InfraConfigError(
@@ -69,7 +81,7 @@ class Secrets(pulumi.ComponentResource):
         )
         vault.kv.SecretBackendV2(f"{name}-kv-config", mount=kv.path, max_versions=10, opts=child)
 
-        # AppRole for the gateway on VMs (Ansible delivers a response-wrapped secret-id).
+        # AppRole for the gateway on VMs (the deploy step delivers a response-wrapped secret-id).
         approle = vault.AuthBackend(f"{name}-approle", type="approle", path=config.approle_path, opts=child)
         vault.approle.AuthBackendRole(
             f"{name}-approle-gateway",
@@ -78,8 +90,7 @@ class Secrets(pulumi.ComponentResource):
             token_policies=gateway_policies,
             token_no_default_policy=True,
             token_type="service",  # noqa: S106 - a token kind
-            token_ttl=config.token_ttl_seconds,
-            token_max_ttl=config.token_ttl_seconds * 4,
+            token_period=config.token_period_seconds,
             bind_secret_id=True,
             secret_id_ttl=config.secret_id_ttl_seconds,
             secret_id_num_uses=1,
@@ -89,7 +100,7 @@ class Secrets(pulumi.ComponentResource):
 
         if config.kubernetes_host is not None:
             # Kubernetes auth for the gateway's pods: bound to its service account and namespace.
-            k8s = vault.AuthBackend(f"{name}-kubernetes", type="kubernetes", path="kubernetes", opts=child)
+            k8s = vault.AuthBackend(f"{name}-kubernetes", type="kubernetes", path=KUBERNETES_MOUNT, opts=child)
             k8s_config = vault.kubernetes.AuthBackendConfig(
                 f"{name}-kubernetes-config",
                 backend=k8s.path,
@@ -102,37 +113,38 @@ class Secrets(pulumi.ComponentResource):
                 role_name=config.gateway_role,
                 bound_service_account_names=[config.gateway_role],
                 bound_service_account_namespaces=[gateway_namespace],
-                audience="vault",
                 token_policies=gateway_policies,
                 token_no_default_policy=True,
-                token_ttl=config.token_ttl_seconds,
-                token_max_ttl=config.token_ttl_seconds * 4,
+                token_period=config.token_period_seconds,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[k8s_config]),
             )
 
         # SSH client CA: short-lived user certificates for per-person site accounts.
         ssh = vault.Mount(f"{name}-ssh", path=config.ssh_mount, type="ssh", description="SSH client CA", opts=child)
         ca = vault.ssh.SecretBackendCa(
-            f"{name}-ssh-ca", backend=ssh.path, generate_signing_key=True, key_type="ssh-rsa", key_bits=4096, opts=child
+            f"{name}-ssh-ca", backend=ssh.path, generate_signing_key=True, key_type="ed25519", opts=child
         )
-        vault.ssh.SecretBackendRole(
-            f"{name}-ssh-gateway",
-            backend=ssh.path,
-            name=config.gateway_role,
-            key_type="ca",
-            allow_user_certificates=True,
-            allow_host_certificates=False,
-            allowed_users=config.ssh_allowed_users,
-            allow_user_key_ids=False,
-            key_id_format="antenna-{{token_display_name}}",
-            algorithm_signer="rsa-sha2-512",
-            # Batch submission needs no pty or forwarding.
-            default_extensions={},
-            allowed_extensions="",
-            ttl=config.ssh_cert_ttl,
-            max_ttl=config.ssh_cert_max_ttl,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[ca]),
-        )
+        for site in config.ssh_sites:
+            vault.ssh.SecretBackendRole(
+                f"{name}-ssh-{site}",
+                backend=ssh.path,
+                name=site,
+                key_type="ca",
+                allow_user_certificates=True,
+                allow_host_certificates=False,
+                allowed_users="",
+                default_user="",
+                allow_user_key_ids=False,
+                key_id_format="antenna-{{role_name}}-{{public_key_hash}}",
+                # Batch submission needs no pty, forwarding or forced commands.
+                default_extensions={},
+                allowed_extensions="",
+                allowed_critical_options="",
+                ttl=str(config.ssh_cert_ttl_seconds),
+                max_ttl=str(config.ssh_cert_max_ttl_seconds),
+                # The accounts a site's role may sign for are kept by `antenna vault sync-accounts`.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[ca], ignore_changes=["allowedUsers"]),
+            )
         self.ssh_ca_public_key = ca.public_key
 
         if config.database is not None:

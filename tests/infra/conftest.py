@@ -39,7 +39,6 @@ def dev(repo_root: Path) -> Recording:
 @pytest.fixture(scope="session")
 def prod(repo_root: Path) -> Recording:
     """The program run once on the committed `Pulumi.prod.yaml`, given no MyAccessID secret (prod has none)."""
-    from tests.infra.harness import TEST_SECRETS, run_program, stack_file
+    from tests.infra.harness import PROD_SECRETS, run_program, stack_file
 
-    db_only = {k: v for k, v in TEST_SECRETS.items() if k == "antenna:databaseAdminPassword"}
-    return run_program(stack_file("prod"), repo_root=repo_root, stack="prod", secrets=db_only)
+    return run_program(stack_file("prod"), repo_root=repo_root, stack="prod", secrets=PROD_SECRETS)

@@ -28,6 +28,9 @@ TEST_SECRETS = {
     "antenna:databaseAdminPassword": "database-admin-password-for-tests",
 }
 
+# Production keeps MyAccessID's secret in Keycloak's vault provider: only the database password remains.
+PROD_SECRETS = {"antenna:databaseAdminPassword": TEST_SECRETS["antenna:databaseAdminPassword"]}
+
 GATEWAY_POLICY = """
 # The gateway reads its own secrets and signs SSH certificates.
 path "antenna/data/sites/*" {
@@ -53,6 +56,7 @@ class Recorded:
     id: str
     inputs: Mapping[str, Any]
     deps: Mapping[str, tuple[str, ...]]
+    ignore_changes: tuple[str, ...] = ()
 
     def view(self) -> Resource:
         """What a policy rule sees (secret values unwrapped, as Pulumi hands them to a policy pack)."""
@@ -108,6 +112,7 @@ class _RecordingMonitor(mocks.MockMonitor):
                     id=response.id,
                     inputs=rpc.deserialize_properties(request.object),
                     deps={key: tuple(deps.urns) for key, deps in request.propertyDependencies.items()},
+                    ignore_changes=tuple(request.ignoreChanges),
                 )
             )
         return response

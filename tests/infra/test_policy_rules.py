@@ -154,13 +154,18 @@ def vault_policy(text: str) -> Resource:
 @pytest.mark.parametrize(
     "text",
     [
-        'path "auth/token/create" { capabilities = ["create", "sudo"] }',
+        'path "auth/token/*" { capabilities = ["create", "sudo"] }',
+        'path "sys/auth/+" { capabilities = ["update", "sudo"] }',
+        'path "sys/seal" { capabilities = ["update", "sudo"] }',
+        'path "sys/audit/file" { capabilities = ["delete", "sudo"] }',
+        'path "sys/raw/logical/x" { capabilities = ["read", "sudo"] }',
+        'path "secret/x" { capabilities = ["root"] }',
         'path "sys/*" { capabilities = ["read"] }',
         'path "*" { capabilities = ["read", "list"] }',
         'path "sys*" { capabilities = ["update"] }',
         '# comment\npath "antenna/data/x" {\n  capabilities = ["read"]\n}\npath "+/*" { capabilities = ["read"] }',
         '{"path": {"sys/*": {"capabilities": ["read"]}}}',
-        'path "sys/mounts" { policy = "sudo" }',
+        'path "sys/policy/antenna-gateway" { policy = "sudo" }',
     ],
 )
 def test_vault_policies_granting_sudo_or_all_of_sys_fail(text: str) -> None:
@@ -173,6 +178,9 @@ def test_vault_policies_granting_sudo_or_all_of_sys_fail(text: str) -> None:
         GATEWAY_POLICY,
         'path "sys/policies/acl/*" { capabilities = ["read", "list"] }',
         'path "sys/leases/renew" { capabilities = ["update"] }',
+        # Enabling an auth method needs sudo on its exact path; the Antenna's deploy policy does that.
+        'path "sys/auth/approle" { capabilities = ["create", "update", "sudo"] }',
+        'path "sys/leases/revoke-prefix/database/creds/antenna-gateway" { capabilities = ["update", "sudo"] }',
         'path "*" { capabilities = ["deny"] }',
         '/* block comment */ path "antenna/*" { capabilities = ["read"] allowed_parameters = { "a" = [] } }',
     ],

@@ -11,9 +11,14 @@ from pathlib import Path
 
 import pytest
 from antenna_infra.config import InfraConfigError
+from antenna_infra.config import Secrets as SecretsConfig
+from antenna_infra.secrets import read_policies
+from antenna_policies.rules import violations
 
 from tests.infra.harness import (
     GATEWAY_POLICY,
+    PROD_SECRETS,
+    REPO,
     SECRET_SIG,
     TEST_SECRETS,
     Recording,
@@ -58,11 +63,28 @@ def test_a_missing_policy_directory_stops_the_program(tmp_path: Path) -> None:
 
 
 def test_a_policy_file_name_must_be_a_policy_name(tmp_path: Path) -> None:
-    from antenna_infra.secrets import read_policies
-
     (tmp_path / "Bad Name.hcl").write_text('path "x" { capabilities = ["read"] }')
     with pytest.raises(InfraConfigError, match="policy name"):
-        read_policies(tmp_path)
+        read_policies(tmp_path, SecretsConfig())
+
+
+def test_policy_paths_follow_the_configured_mounts(tmp_path: Path) -> None:
+    (tmp_path / "antenna-gateway.hcl").write_text(GATEWAY_POLICY)
+    texts = read_policies(tmp_path, SecretsConfig(kv_mount="kv-antenna", ssh_mount="ssh-sites"))
+    assert 'path "kv-antenna/data/sites/*"' in texts["antenna-gateway"]
+    assert 'path "ssh-sites/sign/antenna-gateway"' in texts["antenna-gateway"]
+
+
+def test_the_committed_policies_and_dashboards_deploy() -> None:
+    """The program over this repository's own policies/vault and dashboards/, as `pulumi up` reads them."""
+    rec = run_program(stack_file("prod"), repo_root=REPO, stack="prod", secrets=PROD_SECRETS)
+    committed = {p.stem for p in (REPO / "policies" / "vault").glob("*.hcl")}
+    assert "antenna-gateway" in committed
+    assert set(policies(rec)) == committed
+    dashboards = {r.inputs["metadata"]["name"] for r in rec.of_type("kubernetes:core/v1:ConfigMap")}
+    assert len(dashboards - {"antenna-gateway-config"}) == len(list((REPO / "dashboards" / "grafana").glob("*.json")))
+    # The committed policies pass the deployment rules (policies/pulumi), sudo grants included.
+    assert violations(rec.views()) == {}
 
 
 def test_kv_v2_mount(dev: Recording) -> None:
@@ -79,8 +101,10 @@ def test_approle_for_the_gateway_gets_only_its_policies_and_single_use_secret_id
     assert role.inputs["roleName"] == "antenna-gateway"
     assert role.inputs["tokenPolicies"] == ["antenna-gateway"]
     assert role.inputs["tokenNoDefaultPolicy"] is True
+    assert role.inputs["tokenPeriod"] == 3600
     assert role.inputs["bindSecretId"] is True
     assert role.inputs["secretIdNumUses"] == 1
+    assert role.inputs["secretIdTtl"] == 600
 
 
 def test_prod_binds_secret_ids_to_the_gateway_network(prod: Recording) -> None:
@@ -95,16 +119,28 @@ def test_kubernetes_auth_is_bound_to_the_gateway_service_account_and_namespace(d
     assert role.inputs["tokenPolicies"] == ["antenna-gateway"]
 
 
-def test_ssh_ca_signs_short_lived_user_certificates_only(dev: Recording) -> None:
+def test_ssh_ca_signs_short_lived_user_certificates_per_ssh_site(dev: Recording) -> None:
     (ca,) = dev.of_type("vault:ssh/secretBackendCa:SecretBackendCa")
     assert ca.inputs["generateSigningKey"] is True
+    assert ca.inputs["keyType"] == "ed25519"
+    # The gateway signs at <ssh mount>/sign/<site>: one role per site using the ssh connector.
     (role,) = dev.of_type("vault:ssh/secretBackendRole:SecretBackendRole")
+    assert role.inputs["name"] == "lucia"
     assert role.inputs["keyType"] == "ca"
     assert role.inputs["allowUserCertificates"] is True
     assert role.inputs["allowHostCertificates"] is False
-    assert role.inputs["ttl"] == "5m"
+    assert role.inputs["ttl"] == "600"
+    assert role.inputs["maxTtl"] == "1800"
     assert role.inputs["defaultExtensions"] == {}
     assert role.inputs["allowedExtensions"] == ""
+    assert role.inputs["allowedCriticalOptions"] == ""
+
+
+def test_ssh_role_leaves_the_account_allow_list_to_sync_accounts(dev: Recording) -> None:
+    (role,) = dev.of_type("vault:ssh/secretBackendRole:SecretBackendRole")
+    # Created empty (signs for nobody); `antenna vault sync-accounts` maintains it, so Pulumi ignores it.
+    assert role.inputs["allowedUsers"] == ""
+    assert role.ignore_changes == ("allowedUsers",)
 
 
 def test_database_role_makes_expiring_users_in_the_app_role(dev: Recording) -> None:

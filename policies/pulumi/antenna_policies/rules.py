@@ -33,6 +33,22 @@ _POD_TEMPLATE_PATHS = {
 }
 # Paths that, matched by one pattern, mean the pattern covers all of `sys/`.
 _SYS_PROBES = ("sys/policy/root", "sys/seal", "sys/auth/token/tune", "sys/raw/core")
+# Endpoints that control the cluster itself (storage, keys, seal, audit): no policy of ours gets sudo there.
+_CLUSTER_CONTROL = (
+    "sys/raw",
+    "sys/seal",
+    "sys/step-down",
+    "sys/rotate",
+    "sys/rekey",
+    "sys/generate-root",
+    "sys/generate-recovery-token",
+    "sys/storage",
+    "sys/audit",
+    "sys/config/auditing",
+    "sys/replication",
+    "sys/policy",
+    "sys/policies",
+)
 
 
 @dataclass(frozen=True)
@@ -170,7 +186,12 @@ def gateway_clients_carry_audience(
 
 
 def vault_policy_grants_no_sudo_or_sys_wildcard(res: Resource) -> list[str]:
-    """No policy may grant `sudo`, nor any capability over the whole of `sys/` (by `*` or `sys/*`)."""
+    """No policy grants anything over the whole of `sys/` (by `*`, `sys/*`, `+/*`...), nor `sudo` on a
+    pattern or on the cluster's own controls (seal, keys, storage, audit, policies).
+
+    `sudo` on one exact root-protected endpoint stays possible: enabling an auth method at `sys/auth/<name>`
+    or revoking one role's leases needs it, and an exact path says precisely what is granted.
+    """
     if res.type != VAULT_POLICY:
         return []
     name = res.props.get("name", res.name)
@@ -180,8 +201,13 @@ def vault_policy_grants_no_sudo_or_sys_wildcard(res: Resource) -> list[str]:
         return [f"Vault policy {name}: cannot be read ({exc}); refusing what cannot be checked"]
     out = []
     for pattern, capabilities in paths.items():
-        if "sudo" in capabilities or "root" in capabilities:
-            out.append(f"Vault policy {name}: path {pattern!r} grants sudo")
+        if "root" in capabilities:
+            out.append(f"Vault policy {name}: path {pattern!r} grants root")
+        if "sudo" in capabilities:
+            if "*" in pattern or "+" in pattern.split("/"):
+                out.append(f"Vault policy {name}: path {pattern!r} grants sudo on a pattern")
+            elif any(pattern == c or pattern.startswith(c + "/") for c in _CLUSTER_CONTROL):
+                out.append(f"Vault policy {name}: path {pattern!r} grants sudo on the cluster's own controls")
         granted = [c for c in capabilities if c != "deny"]
         if granted and all(pattern_matches(pattern, probe) for probe in _SYS_PROBES):
             out.append(f"Vault policy {name}: path {pattern!r} grants {', '.join(granted)} over all of sys/")
@@ -237,7 +263,7 @@ RESOURCE_RULES: dict[str, tuple[str, ResourceRule]] = {
     ),
     "keycloak-client-code-flow-pkce": ("Keycloak code-flow clients require PKCE S256", client_code_flow_uses_pkce),
     "vault-policy-no-sudo-no-sys-wildcard": (
-        "Vault policies grant neither sudo nor anything over all of sys/",
+        "Vault policies grant nothing over all of sys/, and sudo only on exact, non-cluster-control paths",
         vault_policy_grants_no_sudo_or_sys_wildcard,
     ),
     "kubernetes-workload-non-root-with-limits": (
