@@ -18,9 +18,9 @@ import hvac
 import hvac.exceptions
 
 from gateway.errors import ConfigurationError
+from gateway.secrets.layout import site_path
 from gateway.secrets.policies import PolicyContext, load_policies
 from gateway.secrets.settings import VaultClientOptions
-from gateway.secrets.vault import site_path
 from gateway.settings import Settings, VaultSettings
 
 

@@ -11,6 +11,7 @@ import asyncssh
 from gateway.clock import Clock, SystemClock
 from gateway.errors import SecretsUnavailable, SiteAuthFailed
 from gateway.secrets.base import SecretStore, SiteCredentials
+from gateway.secrets.layout import parse_reference
 from gateway.secrets.metrics import Reason
 from gateway.secrets.ssh import check_account
 
@@ -34,6 +35,7 @@ class FakeSecretStore(SecretStore):
         self._ttl = timedelta(seconds=ttl_seconds)
         self._cert_ttl = timedelta(seconds=cert_ttl_seconds)
         self._sites: dict[str, tuple[int, dict[str, str]]] = {}
+        self._paths: dict[str, dict[str, str]] = {}
         self._allowed = (
             {site: set(accounts) for site, accounts in allowed_accounts.items()}
             if allowed_accounts is not None
@@ -50,6 +52,10 @@ class FakeSecretStore(SecretStore):
         version = self._sites.get(site, (0, {}))[0] + 1
         self._sites[site] = (version, dict(values))
         return version
+
+    def put_secret(self, path: str, values: Mapping[str, str]) -> None:
+        """Store what a ``vault:<path>#<field>`` reference names (e.g. ``sites/lumi/robot``)."""
+        self._paths[path] = dict(values)
 
     def allow_account(self, site: str, account: str) -> None:
         if self._allowed is not None:
@@ -84,6 +90,16 @@ class FakeSecretStore(SecretStore):
             values=dict(values),
             expires_at=self._clock.now() + self._ttl,
         )
+
+    async def resolve_reference(self, reference: str) -> str:
+        self._raise_if_unavailable()
+        path, field = parse_reference(reference)
+        values = self._paths.get(path, {})
+        if path.startswith("sites/") and path.count("/") == 1 and path[6:] in self._sites:
+            values = self._sites[path[6:]][1]
+        if field not in values:
+            raise SecretsUnavailable(f"nothing stored for {reference}", reason=str(Reason.NOT_FOUND))
+        return values[field]
 
     async def sign_ssh_key(self, *, site: str, account: str, public_key: str) -> str:
         self._raise_if_unavailable()

@@ -23,6 +23,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.errors import SecretsUnavailable, SiteAuthFailed
 from gateway.secrets.base import SecretStore, SiteCredentials
 from gateway.secrets.database import DatabaseCredentials
+from gateway.secrets.layout import parse_reference, site_path
 from gateway.secrets.metrics import Event, Reason, SecretsMetrics
 from gateway.secrets.settings import VaultClientOptions
 from gateway.secrets.ssh import CertificateCache, check_account, key_fingerprint
@@ -33,11 +34,6 @@ log = logging.getLogger("gateway.secrets")
 
 T = TypeVar("T")
 _TRANSIENT = (Reason.SEALED, Reason.UNREACHABLE, Reason.TLS, Reason.NOT_INITIALIZED, Reason.ERROR)
-
-
-def site_path(site: str) -> str:
-    """Where a site's credentials live inside the KV v2 mount (see policies/vault/README.md)."""
-    return f"sites/{site}"
 
 
 class _PrincipalRefused(VaultFailure):
@@ -397,38 +393,35 @@ class VaultSecretStore(SecretStore):
 
     # -- site credentials ------------------------------------------------------------------------
 
-    def _read_site(self, client: hvac.Client, *, site: str) -> tuple[int, dict[str, str]]:
+    def _read_kv(self, client: hvac.Client, *, path: str) -> tuple[int, dict[str, str]]:
         mount = self._settings.kv_mount
-        response = client.secrets.kv.v2.read_secret_version(
-            path=site_path(site), mount_point=mount, raise_on_deleted_version=True
-        )
+        response = client.secrets.kv.v2.read_secret_version(path=path, mount_point=mount, raise_on_deleted_version=True)
         data = response["data"]
         values: dict[str, str] = {}
         for name, value in (data.get("data") or {}).items():
             if not isinstance(value, str):
-                raise VaultFailure(Reason.MISCONFIGURED, f"{mount}/{site_path(site)}: field {name!r} is not a string")
+                raise VaultFailure(Reason.MISCONFIGURED, f"{mount}/{path}: field {name!r} is not a string")
             values[name] = value
         return int(data["metadata"]["version"]), values
 
-    async def site_credentials(self, site: str) -> SiteCredentials:
-        entry = self._site_cache.get(site)
+    async def _cached_kv(self, path: str, *, site: str, what: str) -> SiteCredentials:
+        """The KV v2 secret at ``path`` (inside the kv mount), cached as described in the module."""
+        entry = self._site_cache.get(path)
         if self._fresh(entry, self._clock.now()):
             assert entry is not None
             creds: SiteCredentials = entry.value
             return creds
-        async with self._site_locks.setdefault(site, asyncio.Lock()):
+        async with self._site_locks.setdefault(path, asyncio.Lock()):
             now = self._clock.now()
-            entry = self._site_cache.get(site)
+            entry = self._site_cache.get(path)
             if self._fresh(entry, now):
                 assert entry is not None
                 creds = entry.value
                 return creds
             self.metrics.record(Event.CACHE_MISS)
-            what = f"credentials of site {site}"
             try:
                 version, values = await self._call(
-                    f"reading {self._settings.kv_mount}/{site_path(site)}",
-                    partial(self._read_site, site=site),
+                    f"reading {self._settings.kv_mount}/{path}", partial(self._read_kv, path=path)
                 )
             except VaultFailure as failure:
                 stale: SiteCredentials = self._serve_stale(entry, now, failure, what)
@@ -436,17 +429,36 @@ class VaultSecretStore(SecretStore):
             refresh_at, expires_at = self._deadlines(now, self._settings.secret_ttl_seconds)
             creds = SiteCredentials(site=site, version=version, values=values, expires_at=expires_at)
             if entry is not None and entry.value.version != version:
-                log.info("vault: credentials of site %s rotated to version %d", site, version)
-            self._site_cache[site] = _Cached(creds, refresh_at, expires_at)
+                log.info("vault: %s rotated to version %d", what, version)
+            self._site_cache[path] = _Cached(creds, refresh_at, expires_at)
             self._recovered(what)
             return creds
 
+    async def site_credentials(self, site: str) -> SiteCredentials:
+        return await self._cached_kv(site_path(site), site=site, what=f"credentials of site {site}")
+
+    async def resolve_reference(self, reference: str) -> str:
+        """The value a configuration reference ``vault:<path>#<field>`` names (path inside the kv
+        mount, e.g. ``vault:sites/lumi/robot#client_secret``); cached like site credentials."""
+        path, field = parse_reference(reference)
+        parts = path.split("/")
+        site = parts[1] if len(parts) > 1 and parts[0] == "sites" else ""
+        creds = await self._cached_kv(path, site=site, what=f"secret {path}")
+        if field not in creds.values:
+            raise SecretsUnavailable(
+                f"{self._settings.kv_mount}/{path} has no field {field!r}",
+                reason=str(Reason.MISCONFIGURED),
+            )
+        return creds.get(field)
+
     def invalidate(self, site: str) -> None:
-        """Read ``site``'s credentials again on next use (e.g. after the site refused them); the cached
-        value stays usable as a fallback until its TTL."""
-        entry = self._site_cache.get(site)
-        if entry is not None:
-            entry.refresh_at = self._clock.now()
+        """Read ``site``'s secrets again on next use (e.g. after the site refused them); the cached
+        values stay usable as a fallback until their TTL."""
+        prefix = site_path(site)
+        now = self._clock.now()
+        for path, entry in self._site_cache.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                entry.refresh_at = now
 
     # -- SSH certificates ------------------------------------------------------------------------
 

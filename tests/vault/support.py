@@ -20,9 +20,10 @@ import pytest
 
 from gateway.clock import Clock
 from gateway.secrets.bootstrap import AppRoleSpec, bootstrap, issue_wrapped_secret_id, read_role_id
+from gateway.secrets.layout import site_path
 from gateway.secrets.policies import PolicyContext
 from gateway.secrets.settings import VaultClientOptions
-from gateway.secrets.vault import VaultSecretStore, site_path
+from gateway.secrets.vault import VaultSecretStore
 from gateway.settings import Settings, SiteSettings, VaultSettings
 from tests.support.openbao import ROOT_TOKEN, OpenBao, bao_binary
 

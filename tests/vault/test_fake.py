@@ -81,3 +81,14 @@ async def test_unavailable_switch_refuses_everything_until_switched_back() -> No
     store.set_available()
     await store.check()
     assert (await store.site_credentials("lumi")).version == 1
+
+
+@pytest.mark.anyio
+async def test_references_resolve_to_stored_secrets_and_site_credentials() -> None:
+    store = FakeSecretStore()
+    store.put_site_credentials("lumi", {"jwt_key": "k1"})
+    store.put_secret("sites/jupiter/robot", {"client_secret": "s"})
+    assert await store.resolve_reference("vault:sites/lumi#jwt_key") == "k1"
+    assert await store.resolve_reference("vault:sites/jupiter/robot#client_secret") == "s"
+    with pytest.raises(SecretsUnavailable):
+        await store.resolve_reference("vault:sites/jupiter/robot#other")

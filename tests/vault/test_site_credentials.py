@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from gateway.clock import FakeClock
-from gateway.errors import SecretsUnavailable
+from gateway.errors import ConfigurationError, SecretsUnavailable
 from gateway.secrets.metrics import Event
 from tests.vault.support import VaultEnv
 
@@ -85,3 +85,26 @@ async def test_a_non_string_field_is_refused_naming_the_field_not_the_value(vaul
     assert info.value.extra["reason"] == "misconfigured"
     assert "'jwt_key'" in info.value.detail
     assert "s3cr3t" not in info.value.detail
+
+
+@pytest.mark.anyio
+async def test_configuration_references_resolve_within_the_policy(vault_env: VaultEnv) -> None:
+    vault_env.root.secrets.kv.v2.create_or_update_secret(
+        path="sites/jupiter/robot",
+        secret={"client_secret": "robot-secret"},
+        mount_point=vault_env.vault.kv_mount,
+    )
+    vault_env.root.secrets.kv.v2.create_or_update_secret(
+        path="elsewhere/x", secret={"y": "not-for-the-gateway"}, mount_point=vault_env.vault.kv_mount
+    )
+    store = vault_env.store(clock=FakeClock())
+    assert await store.resolve_reference("vault:sites/jupiter/robot#client_secret") == "robot-secret"
+    with pytest.raises(SecretsUnavailable) as missing:
+        await store.resolve_reference("vault:sites/jupiter/robot#password")
+    assert missing.value.extra["reason"] == "misconfigured"
+    with pytest.raises(SecretsUnavailable) as outside:
+        await store.resolve_reference("vault:elsewhere/x#y")
+    assert outside.value.extra["reason"] == "permission_denied"
+    for bad in ("sites/jupiter#x", "vault:sites/jupiter", "vault:sites/../x#y", "vault:#x"):
+        with pytest.raises(ConfigurationError):
+            await store.resolve_reference(bad)
