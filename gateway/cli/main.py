@@ -319,10 +319,31 @@ def usage(
     start: str | None = None,
     end: str | None = None,
     csv: Annotated[bool, typer.Option("--csv", help="CSV for spreadsheets")] = False,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="draw cumulative charge vs allocation per site (PNG)")
+    ] = None,
     url: UrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Charges by job and person (members: their own; PIs and quota admins: everyone's)."""
+    if plot is not None:
+        from gateway.cli.plot import write_usage_plot
+
+        client = _client(url)
+        try:
+            balance_doc = client.json("GET", f"/v1/projects/{project}/balance")
+            usage_doc = client.json("GET", f"/v1/projects/{project}/usage", params={"site": site} if site else {})
+            lines = write_usage_plot(
+                plot, project=project, balance=balance_doc, usage=usage_doc, now=datetime.now(UTC), site=site
+            )
+        except CliError as exc:
+            raise _fail(exc) from exc
+        finally:
+            client.http.close()
+        for line in lines:
+            out.print(line)
+        out.print(f"plot written to {plot}")
+        return
     params = {k: v for k, v in {"site": site, "start": start, "end": end}.items() if v}
     if csv:
         try:
