@@ -13,7 +13,7 @@ import structlog
 from fastapi import FastAPI, Request, Response
 
 from gateway.api import jobs, problems, projects, sites
-from gateway.api.problems import problem
+from gateway.api.body_limit import BodySizeLimit
 from gateway.identity import KeySetCache
 from gateway.identity.dev_issuer import JWKS_PATH
 from gateway.runtime import DevMode, Runtime, build_runtime
@@ -69,7 +69,8 @@ def create_app(
 
 
 def _add_middleware(app: FastAPI, rt: Runtime) -> None:
-    limit = rt.settings.limits.request_max_bytes
+    # Added first, so it runs inside ``observe``: refused bodies are counted and logged like any request.
+    app.add_middleware(BodySizeLimit, limit=rt.settings.limits.request_max_bytes)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -77,18 +78,7 @@ def _add_middleware(app: FastAPI, rt: Runtime) -> None:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            response: Response = problem(
-                413,
-                "payload-too-large",
-                "Payload too large",
-                f"the request body exceeds {limit} bytes",
-                field="body",
-                limit=limit,
-            )
-        else:
-            response = await call_next(request)
+        response = await call_next(request)
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")
         elapsed = time.perf_counter() - started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Literal
 
 from anyio import to_thread
@@ -15,6 +16,7 @@ from gateway.jobs.models import JobState
 from gateway.jobs.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+log = logging.getLogger("antenna.api")
 
 IdempotencyKey = Annotated[
     str | None,
@@ -38,6 +40,19 @@ def submit(
     rt.rate_limit("submissions", who.person, rt.settings.limits.submissions_per_minute)
     result = rt.jobs.submit(who, spec, idempotency_key=idempotency_key)
     outcome = "replayed" if result.replayed else "accepted"
+    job = result.job
+    log.info(
+        "job submission " + outcome,
+        extra={
+            "job_id": job.id,
+            "project": job.project,
+            "site": job.site,
+            "partition": job.partition,
+            "person": job.person,
+            "reserved": str(job.reserved),
+            "unit": job.unit,
+        },
+    )
     rt.metrics.submissions.labels(spec.site, outcome).inc()
     if not result.replayed:
         rt.metrics.reservations.labels(result.job.project, result.job.site, result.job.unit).inc()
@@ -73,7 +88,12 @@ def get_job(job_id: str, who: PrincipalDep, rt: RuntimeDep) -> JobOut:
 
 @router.delete("/{job_id}", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
 def cancel_job(job_id: str, who: PrincipalDep, rt: RuntimeDep) -> JobOut:
-    return JobOut.of(rt.jobs.cancel(who, job_id))
+    job = rt.jobs.cancel(who, job_id)
+    log.info(
+        "job cancel requested",
+        extra={"job_id": job.id, "project": job.project, "person": who.person, "state": job.state},
+    )
+    return JobOut.of(job)
 
 
 @router.get("/{job_id}/output", response_class=PlainTextResponse)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.errors import AntennaError, InvalidToken, RateLimited, SiteUnavailable
+from gateway.errors import AntennaError, InvalidRequest, InvalidToken, RateLimited, SiteUnavailable
 
 log = logging.getLogger("antenna.api")
 PROBLEM_BASE = "https://antenna.example/problems/"
@@ -39,17 +40,27 @@ def _antenna_error(request: Request, exc: Exception) -> JSONResponse:
     extra = {k: v for k, v in exc.extra.items() if k in _PUBLIC_EXTRA}
     if isinstance(exc, RateLimited | SiteUnavailable):
         extra["retry_after"] = exc.retry_after
-    return problem(exc.status, exc.slug, exc.title, exc.detail, **extra)
+    detail = exc.detail
+    if isinstance(exc, InvalidRequest) and not detail.startswith(exc.field):
+        detail = f"{exc.field}: {detail}"  # the same shape as validation errors, for clients that show only detail
+    return problem(exc.status, exc.slug, exc.title, detail, **extra)
 
 
 _PUBLIC_EXTRA = {"field", "available", "price", "unit", "limit", "minimum", "site", "project"}
+
+
+_LOCATIONS = {"body", "query", "path", "header", "cookie"}
 
 
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": "value_error"}
-    loc = [str(p) for p in first["loc"] if p != "body"] if first["loc"][0] == "body" else [str(p) for p in first["loc"]]
+    # The field is named as the caller wrote it (``state``, ``environment.FOO``), like the service's own
+    # refusals name theirs; the location (body, query, path, header) is implied by the name.
+    loc = [str(p) for p in first["loc"]]
+    if loc and loc[0] in _LOCATIONS:
+        loc = loc[1:]
     field = ".".join(loc) or "body"
     if first["type"] == "json_invalid":
         return problem(400, "invalid-request", "Malformed request body", "the body is not valid JSON", field="body")
@@ -63,7 +74,9 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     slugs = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}
-    return problem(exc.status_code, slugs.get(exc.status_code, "http-error"), str(exc.detail), str(exc.detail))
+    extra = {"field": "body"} if exc.status_code == 413 else {}
+    title = HTTPStatus(exc.status_code).phrase
+    return problem(exc.status_code, slugs.get(exc.status_code, "http-error"), title, str(exc.detail), **extra)
 
 
 def install(app: FastAPI) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from gateway.jobs.models import (
 from gateway.jobs.spec import JobSpec, validate_and_price
 from gateway.ledger import service as ledger
 from gateway.settings import Settings
+
+log = logging.getLogger("antenna.jobs")
 
 
 @dataclass(frozen=True)
@@ -430,6 +433,11 @@ def record_transition(session: Session, job: Job, state: JobState, at: datetime,
     if detail:
         job.reason = detail[:500]
     session.add(JobEvent(job_id=job.id, state=state.value, at=at, detail=detail[:500]))
+    # Every state change of every job passes here (forwarder, status sync, cancel): one audit line each.
+    log.info(
+        "job state changed",
+        extra={"job_id": job.id, "project": job.project, "site": job.site, "person": job.person, "state": state.value},
+    )
     return True
 
 
