@@ -32,6 +32,12 @@ class VaultClientOptions(BaseModel):
         lt=1,
         description="renew tokens and refetch secrets once this fraction of their lifetime has passed",
     )
+    fail_fast_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="after Vault is found sealed or unreachable, answer from cache (or 503) without "
+        "asking it again for this long",
+    )
     login_backoff_initial_seconds: float = Field(default=1.0, gt=0)
     login_backoff_max_seconds: float = Field(default=300.0, gt=0)
     ssh_cert_ttl_seconds: int = Field(default=600, ge=60, description="asked of Vault; the site's SSH role caps it")

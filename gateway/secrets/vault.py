@@ -33,7 +33,8 @@ from gateway.settings import VaultSettings
 log = logging.getLogger("gateway.secrets")
 
 T = TypeVar("T")
-_TRANSIENT = (Reason.SEALED, Reason.UNREACHABLE, Reason.TLS, Reason.NOT_INITIALIZED, Reason.ERROR)
+_OUTAGE = (Reason.SEALED, Reason.UNREACHABLE, Reason.TLS, Reason.NOT_INITIALIZED)
+_TRANSIENT = (*_OUTAGE, Reason.ERROR)
 
 
 class _PrincipalRefused(VaultFailure):
@@ -58,10 +59,12 @@ class VaultStatus:
 
 
 class VaultSecretStore(SecretStore):
-    """``SecretStore`` over hvac. Call ``start()`` once inside the event loop, ``aclose()`` at shutdown.
+    """``SecretStore`` over hvac. ``start()`` (or the first use) starts the upkeep task inside the running
+    event loop; ``aclose()`` stops it and revokes the token (and with it the database leases).
 
     ``sites`` names the configured sites, so ``check()`` can ask Vault whether the policy lets the
-    gateway read each one's credentials.
+    gateway read each one's credentials. ``background=False`` leaves upkeep to explicit ``maintain()``
+    calls (tests drive it with a fake clock).
     """
 
     def __init__(
@@ -85,12 +88,16 @@ class VaultSecretStore(SecretStore):
         self._closed = False
         self._auth = Authenticator(settings, self._options)
         self._client = make_client(settings, self._options)
+        self._bare = make_client(settings, self._options)  # unauthenticated calls (health)
         self._token: Token | None = None
         self._login_ttl = 0
         self._login_lock = asyncio.Lock()
         self._failures = 0
         self._retry_at: datetime | None = None
         self._last_failure: VaultFailure | None = None
+        # After Vault was found sealed/unreachable, answer from that for a few seconds instead of making
+        # every request wait for a timeout.
+        self._outage: tuple[datetime, VaultFailure] | None = None
         self._site_cache: dict[str, _Cached] = {}
         self._site_locks: dict[str, asyncio.Lock] = {}
         # What is being served stale or refused, and why: each outage is logged once, not per request.
@@ -325,14 +332,20 @@ class VaultSecretStore(SecretStore):
 
     async def _call(self, what: str, fn: Callable[[hvac.Client], T]) -> T:
         """Run ``fn`` with the gateway's token; log in again once if Vault says the token is dead."""
+        outage = self._outage
+        if outage is not None and self._clock.now() < outage[0]:
+            raise VaultFailure(outage[1].reason, outage[1].detail)
         for attempt in (1, 2):
             await self._ensure_token()
             try:
-                return await asyncio.to_thread(fn, self._client)
+                result = await asyncio.to_thread(fn, self._client)
             except VaultFailure:
                 raise
             except Exception as exc:
                 reason, detail = classify(exc)
+                if reason in _OUTAGE:
+                    until = self._clock.now() + timedelta(seconds=self._options.fail_fast_seconds)
+                    self._outage = (until, VaultFailure(reason, detail))
                 if reason not in (Reason.PERMISSION_DENIED, Reason.TOKEN_INVALID):
                     raise VaultFailure(reason, f"{what}: {detail}") from exc
                 if await self._token_alive():
@@ -347,6 +360,9 @@ class VaultSecretStore(SecretStore):
                 self.metrics.record(Event.RENEW_FAILURE, Reason.TOKEN_INVALID)
                 log.warning("vault refused the gateway's token (revoked or expired); logging in again")
                 self._drop_token()
+            else:
+                self._outage = None
+                return result
         raise AssertionError("unreachable")
 
     # -- cached values ---------------------------------------------------------------------------
@@ -354,6 +370,9 @@ class VaultSecretStore(SecretStore):
     def _serve_stale(self, entry: _Cached | None, now: datetime, failure: VaultFailure, what: str) -> Any:
         if entry is not None and now < entry.expires_at:
             self.metrics.record(Event.STALE_SERVED, failure.reason)
+            # Ask Vault again in a few seconds, not on every request in between.
+            retry_at = now + timedelta(seconds=self._options.fail_fast_seconds)
+            entry.refresh_at = min(retry_at, entry.expires_at)
             if self._degraded.get(what) != ("stale", failure.reason):  # log once per outage
                 self._degraded[what] = ("stale", failure.reason)
                 log.warning(
@@ -571,7 +590,7 @@ class VaultSecretStore(SecretStore):
     # -- readiness -------------------------------------------------------------------------------
 
     def _health(self) -> None:
-        response = make_client(self._settings, self._options).sys.read_health_status(method="GET")
+        response = self._bare.sys.read_health_status(method="GET")
         if isinstance(response, Mapping):
             if response.get("sealed"):
                 raise VaultFailure(Reason.SEALED, "Vault is sealed")
@@ -598,6 +617,7 @@ class VaultSecretStore(SecretStore):
                 raise
             except Exception as exc:
                 raise VaultFailure(*classify(exc)) from exc
+            self._outage = None  # Vault answers again: no need to wait out the fail-fast window
             await self._ensure_token()
             if not await self._token_alive():
                 log.warning("vault refused the gateway's token (revoked or expired); logging in again")

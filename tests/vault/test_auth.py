@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import hvac
+import hvac.exceptions
 import pytest
 
 from gateway.clock import FakeClock
@@ -103,6 +104,23 @@ async def test_the_token_is_renewed_after_two_thirds_of_its_period(vault_env: Va
     assert store.metrics.total(Event.RENEW) == 1
     assert store._token is token  # renewed, not replaced
     assert "last_renewal_time" in _lookup_accessor(vault_env.root, token.accessor)
+
+
+@pytest.mark.anyio
+async def test_start_runs_the_upkeep_task_and_aclose_stops_it_and_revokes_the_token(
+    vault_env: VaultEnv,
+) -> None:
+    store = vault_env.store(background=True, revoke_on_close=True)
+    await store.start()
+    task = store._task
+    assert task is not None
+    assert not task.done()
+    token = store._token
+    assert token is not None
+    await store.aclose()
+    assert task.cancelled()
+    with pytest.raises(hvac.exceptions.InvalidRequest):  # Vault no longer knows the token
+        vault_env.root.auth.token.lookup_accessor(token.accessor)
 
 
 @pytest.mark.anyio
