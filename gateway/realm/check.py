@@ -239,9 +239,9 @@ def _check_clients(report: _Report, admin: KeycloakAdmin, c: RealmContract) -> N
         if client_id not in c.gateway_clients:
             continue
         report.expect(f"{where}: access.token.header.type.rfc9068", attrs.get("access.token.header.type.rfc9068"), True)
-        lifespan = attrs.get("access.token.lifespan")
-        if lifespan not in (None, "", "-1") and int(lifespan) > c.max_access_token_seconds:
-            report.add(f"{where}: access.token.lifespan", f"at most {c.max_access_token_seconds} s", str(lifespan))
+        lifespan = str(attrs.get("access.token.lifespan") or "")
+        if lifespan not in ("", "-1") and (not lifespan.isdigit() or int(lifespan) > c.max_access_token_seconds):
+            report.add(f"{where}: access.token.lifespan", f"at most {c.max_access_token_seconds} s", lifespan)
         mappers = list(_client_mappers(client, scopes))
         if not any(_adds_audience(m, c.audience) for m in mappers):
             report.add(f"{where}: audience", f"{c.audience!r} added to access tokens", "no audience mapper")

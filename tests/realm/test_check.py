@@ -203,6 +203,11 @@ BROKEN: list[tuple[str, Callable[[Replay], Any], str | list[str]]] = [
         "client antenna-portal: fullScopeAllowed",
     ),
     (
+        "client token lifetime overrides the realm's",
+        lambda r: client(r, "antenna-portal")["attributes"].update({"access.token.lifespan": "86400"}),
+        "client antenna-portal: access.token.lifespan",
+    ),
+    (
         "no at+jwt",
         lambda r: client(r, "antenna-cli")["attributes"].pop("access.token.header.type.rfc9068"),
         "client antenna-cli: access.token.header.type.rfc9068",
