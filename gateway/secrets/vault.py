@@ -133,8 +133,14 @@ class VaultSecretStore(SecretStore):
             await self._ensure_token()
 
     def _start_upkeep(self) -> None:
-        if self._background and self._task is None and not self._closed:
-            self._task = asyncio.create_task(self._run(), name="vault-upkeep")
+        if not self._background or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        task = self._task
+        if task is not None and not task.done() and task.get_loop() is loop:
+            return
+        self._wake = asyncio.Event()  # a store used from a new event loop (e.g. asyncio.run at start-up)
+        self._task = loop.create_task(self._run(), name="vault-upkeep")
 
     async def aclose(self) -> None:
         self._closed = True
@@ -564,19 +570,46 @@ class VaultSecretStore(SecretStore):
             except VaultFailure as failure:
                 stale: DatabaseCredentials = self._serve_stale(entry, now, failure, what)
                 return stale
-            lease = int(response["lease_duration"])
-            creds = DatabaseCredentials(
-                username=str(response["data"]["username"]),
-                password=str(response["data"]["password"]),
-                lease_id=str(response["lease_id"]),
-                lease_seconds=lease,
-                issued_at=now,
-            )
-            refresh_at, expires_at = self._deadlines(now, lease)
-            self._db = _Cached(creds, refresh_at, expires_at)
-            self._recovered(what)
-            log.info("vault issued database credentials for %s (lease %ss)", creds.username, lease)
-            return creds
+            return self._keep_database(response, now)
+
+    def _keep_database(self, response: dict[str, Any], now: datetime) -> DatabaseCredentials:
+        lease = int(response["lease_duration"])
+        creds = DatabaseCredentials(
+            username=str(response["data"]["username"]),
+            password=str(response["data"]["password"]),
+            lease_id=str(response["lease_id"]),
+            lease_seconds=lease,
+            issued_at=now,
+        )
+        refresh_at, expires_at = self._deadlines(now, lease)
+        self._db = _Cached(creds, refresh_at, expires_at)
+        self._recovered("database credentials")
+        log.info("vault issued database credentials for %s (lease %ss)", creds.username, lease)
+        return creds
+
+    def database_credentials_blocking(self) -> DatabaseCredentials:
+        """``database_credentials()`` for start-up code that runs before the event loop (building the
+        engine, migrations). Blocks; never call it from the event loop."""
+        if not self._settings.database_role:
+            raise SecretsUnavailable("vault.database_role is not set", reason=str(Reason.MISCONFIGURED))
+        now = self._clock.now()
+        mount, role = self._settings.database_mount, self._settings.database_role
+        try:
+            token = self._token
+            if token is None or not self._usable(token, now):
+                token = self._auth.login(now)
+                self._login_ttl = token.ttl
+                self._set_token(token)
+                self.metrics.record(Event.LOGIN)
+            response = self._read_database(self._client)
+        except Exception as exc:
+            failure = exc if isinstance(exc, VaultFailure) else VaultFailure(*classify(exc))
+            self.metrics.record(Event.UNAVAILABLE, failure.reason)
+            raise SecretsUnavailable(
+                f"cannot get database credentials from Vault ({mount}/creds/{role}): {failure.detail}",
+                reason=str(failure.reason),
+            ) from exc
+        return self._keep_database(response, now)
 
     def current_database_credentials(self) -> DatabaseCredentials:
         """The last database credentials while their lease lasts; no I/O (safe in ``do_connect``)."""

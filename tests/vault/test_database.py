@@ -218,3 +218,19 @@ async def test_revoked_gateway_token_takes_its_database_logins_and_upkeep_gets_n
             pytest.fail("Vault did not drop the database role of the revoked token's lease within 15 s")
     finally:
         next(setup, None)
+
+
+def test_start_up_fetch_before_the_event_loop_builds_a_working_engine(database: Database) -> None:
+    """What build_runtime does before migrations: no event loop yet, so the blocking variant."""
+    store = database.env.store()
+    creds = store.database_credentials_blocking()
+    engine = create_engine("postgresql+psycopg://127.0.0.1:5432/test", pool_pre_ping=True)
+    use_dynamic_credentials(engine, store)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT session_user")).scalar() == creds.username
+            conn.execute(text(f'CREATE TABLE "{database.schema}".alembic_version (v text)'))
+            conn.commit()
+    finally:
+        engine.dispose()
+    assert store.current_database_credentials() == creds
