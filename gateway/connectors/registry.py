@@ -49,6 +49,12 @@ def _slurmrestd(ctx: ConnectorContext) -> Connector:
     return SlurmrestdConnector(ctx.name, _options(SlurmrestdOptions, ctx), secrets=ctx.secrets, clock=ctx.clock)
 
 
+def _ssh(ctx: ConnectorContext) -> Connector:
+    from gateway.connectors.ssh import SshConnector, SshOptions
+
+    return SshConnector(ctx.name, _options(SshOptions, ctx), secrets=ctx.secrets, clock=ctx.clock)
+
+
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 
@@ -63,7 +69,7 @@ def _options(model: type[OptionsT], ctx: ConnectorContext) -> OptionsT:
 
 def default_factories() -> dict[str, Factory]:
     """Connector name → factory. Adapters import lazily so a missing optional library fails only its site."""
-    return {"local": _local, "slurmrestd": _slurmrestd}
+    return {"local": _local, "slurmrestd": _slurmrestd, "ssh": _ssh}
 
 
 def build_connectors(

@@ -1,20 +1,25 @@
-"""Slurm REST API shapes, one parser per OpenAPI version (the shapes change between versions).
+"""Slurm's JSON shapes, one parser per OpenAPI version, and what Slurm's error messages mean to the gateway.
 
-Only ``v0.0.38`` (Slurm 22.05, what runs here) is implemented; ``v0.0.40+`` moved numbers into
-``{"set": ..., "number": ...}`` objects and states into lists, and is added with its own parser and
-recorded replies when a site runs it.
+The same data parser serves slurmrestd and the CLI's ``--json`` output (``squeue --json``, ``sacct --json``),
+so both connectors share these parsers. Only ``v0.0.38`` (Slurm 22.05, what runs here) is implemented;
+``v0.0.40+`` moved numbers into ``{"set": ..., "number": ...}`` objects and states into lists, and is added
+with its own parser and recorded replies when a site runs it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 from gateway.billing import Resources
-from gateway.connectors.base import SiteJobRequest, SiteJobStatus, SiteState, stamp
+from gateway.connectors.base import STAMP_PREFIX, SiteJobRequest, SiteJobStatus, SiteState, stamp
+from gateway.errors import AntennaError, SiteAuthFailed, SiteRejected, SiteUnavailable
 
 _STATES = {
     "PENDING": SiteState.PENDING,
@@ -44,8 +49,28 @@ _MEM_GB = {
 }
 
 
+@dataclass(frozen=True)
+class AccountedJob:
+    """One job as Slurm's accounting (slurmdbd) recorded it."""
+
+    name: str
+    user: str
+    account: str
+    partition: str
+    submitted: int  # epoch seconds; tells apart records of a job id reused after a controller reset
+    status: SiteJobStatus
+
+    @property
+    def settled(self) -> bool:
+        """Final and complete: slurmdbd applies start and end messages asynchronously, so a short job can
+        show as ended before its allocation (partition, TRES) is recorded. Charge only complete records."""
+        if not self.status.state.is_final or self.status.ended_at is None:
+            return False
+        return self.status.started_at is None or (self.status.allocated is not None and self.partition != "")
+
+
 class SlurmApi(Protocol):
-    """What the connector needs from a version: paths, the submit body, and parsers."""
+    """What the connectors need from a version: the submit body, and parsers."""
 
     version: str
 
@@ -54,6 +79,8 @@ class SlurmApi(Protocol):
     def parse_submit(self, body: Mapping[str, Any]) -> str: ...
 
     def parse_jobs(self, body: Mapping[str, Any]) -> list[tuple[str, str, SiteJobStatus]]: ...
+
+    def parse_accounting(self, body: Mapping[str, Any]) -> list[AccountedJob]: ...
 
 
 def state_of(name: str) -> SiteState:
@@ -111,9 +138,10 @@ class V0038:
         for job in body.get("jobs", []):
             state = state_of(str(job.get("job_state", "")))
             started, ended = _time(job.get("start_time")), _time(job.get("end_time"))
-            if state in (SiteState.PENDING,):
-                started = ended = None
-            elif not state.is_final:
+            allocated = resources_from_tres(str(job.get("tres_alloc_str") or ""))
+            if state == SiteState.PENDING or (state.is_final and allocated is None):
+                started = None  # not started, or cancelled while pending (start = end, nothing allocated)
+            if not state.is_final:
                 ended = None
             elapsed = None
             if started is not None:
@@ -129,7 +157,7 @@ class V0038:
                         started_at=started,
                         ended_at=ended,
                         elapsed_seconds=elapsed,
-                        allocated=resources_from_tres(str(job.get("tres_alloc_str") or "")),
+                        allocated=allocated,
                         exit_code=exit_code if isinstance(exit_code, int) else None,
                         reason=str(job.get("state_reason", ""))
                         if job.get("state_reason") not in (None, "None")
@@ -139,5 +167,182 @@ class V0038:
             )
         return out
 
+    def parse_accounting(self, body: Mapping[str, Any]) -> list[AccountedJob]:
+        """Jobs from ``/slurmdb/v0.0.38/jobs`` or ``sacct --json``: elapsed and allocated TRES as recorded."""
+        out = []
+        for job in body.get("jobs") or []:
+            timing = job.get("time") or {}
+            tres: dict[str, int] = {}
+            for item in (job.get("tres") or {}).get("allocated") or []:
+                kind = str(item.get("type"))
+                key = f"gres/{item.get('name')}" if kind == "gres" else kind
+                tres[key] = int(item.get("count") or 0)
+            allocated = None
+            if tres.get("cpu"):
+                allocated = Resources(
+                    nodes=max(1, tres.get("node", 1)),
+                    cores=tres["cpu"],
+                    memory_gb=Decimal(tres.get("mem", 0)) / 1024,  # accounting counts memory in MiB
+                    gpus=tres.get("gres/gpu", 0),
+                )
+            state = state_of(str((job.get("state") or {}).get("current", "")))
+            started, ended = _time(timing.get("start")), _time(timing.get("end"))
+            elapsed = int(timing.get("elapsed") or 0)
+            if allocated is None and elapsed == 0:
+                started = None  # cancelled while pending: accounting sets start = end but allocates nothing
+            if not state.is_final:
+                ended = None
+            exit_code = (job.get("exit_code") or {}).get("return_code")
+            reason = str((job.get("state") or {}).get("reason") or "")
+            out.append(
+                AccountedJob(
+                    name=str(job.get("name", "")),
+                    user=str(job.get("user", "")),
+                    account=str(job.get("account", "")),
+                    partition=str(job.get("partition", "")),
+                    submitted=int(timing.get("submission") or 0),
+                    status=SiteJobStatus(
+                        site_job_id=str(job["job_id"]),
+                        state=state,
+                        started_at=started,
+                        ended_at=ended,
+                        elapsed_seconds=elapsed if started else None,
+                        allocated=allocated,
+                        exit_code=exit_code if isinstance(exit_code, int) else None,
+                        reason="" if reason == "None" else reason,
+                    ),
+                )
+            )
+        return out
+
 
 VERSIONS: dict[str, SlurmApi] = {"v0.0.38": V0038()}
+
+
+def merge_statuses(
+    wanted: Iterable[str],
+    live: Iterable[tuple[str, str, SiteJobStatus]],
+    accounting: Iterable[AccountedJob],
+    *,
+    use_accounting: bool = True,
+) -> dict[str, SiteJobStatus]:
+    """The status of each wanted gateway job from the controller's view and the accounting records.
+
+    A job is reported final only once accounting holds its complete record, so the charge is always priced
+    from accounting's elapsed time and allocated TRES; until then an ended job is reported as still running
+    (or pending, if it never started). Jobs the controller has forgotten come from accounting alone.
+    """
+    ids = set(wanted)
+    controller = {s.site_job_id: (name, s) for name, _, s in live if s.site_job_id in ids}
+    records: dict[str, AccountedJob] = {}
+    for record in accounting:
+        job_id = record.status.site_job_id
+        if job_id not in ids or not record.name.startswith(STAMP_PREFIX):
+            continue
+        known = controller.get(job_id)
+        if known is not None and known[0] != record.name:
+            continue  # an older job with a reused id
+        if job_id not in records or record.submitted > records[job_id].submitted:
+            records[job_id] = record
+    out: dict[str, SiteJobStatus] = {}
+    for job_id in ids:
+        found = records.get(job_id)
+        known = controller.get(job_id)
+        if known is not None and not known[0].startswith(STAMP_PREFIX):
+            continue  # not a gateway job (a reused id)
+        if found is not None and found.settled:
+            reason = found.status.reason or (known[1].reason if known else "")
+            out[job_id] = dataclasses.replace(found.status, reason=reason)
+        elif known is not None:
+            status = known[1]
+            if status.state.is_final and use_accounting and status.started_at is not None:
+                waiting = SiteState.RUNNING if status.started_at is not None else SiteState.PENDING
+                status = dataclasses.replace(status, state=waiting, ended_at=None, reason="awaiting accounting")
+            out[job_id] = status
+        elif found is not None:
+            waiting = SiteState.RUNNING if found.status.started_at is not None else SiteState.PENDING
+            out[job_id] = dataclasses.replace(found.status, state=waiting, ended_at=None)
+    return out
+
+
+def needs_accounting(wanted: Iterable[str], live: Iterable[tuple[str, str, SiteJobStatus]]) -> list[str]:
+    """The wanted jobs the controller reports ended or no longer knows: what to ask accounting about."""
+    known = {s.site_job_id: s for _, _, s in live}
+    return sorted(
+        (job_id for job_id in set(wanted) if job_id not in known or known[job_id].state.is_final),
+        key=lambda j: (len(j), j),
+    )
+
+
+# --- what Slurm's messages mean ----------------------------------------------------------------------
+
+_REJECTIONS = (
+    "invalid partition",
+    "invalid account",
+    "invalid qos",
+    "requested node configuration",
+    "time limit",
+    "invalid gres",
+    "invalid generic resource",
+    "memory specification",
+    "job violates accounting/qos policy",
+    "more processors requested than permitted",
+    "node count specification invalid",
+    "invalid job id",  # scancel/squeue for a job that does not exist
+    "batch job submission failed",
+)
+_UNAVAILABLE = (
+    "unable to contact slurm controller",
+    "socket timed out",
+    "connection refused",
+    "slurm_persist_conn_open",
+    "problem talking to the database",
+    "slurmdbd",
+    "resource temporarily unavailable",
+    "try again",
+    "transmission failure",
+)
+_AUTH = (
+    "invalid user id",
+    "access/permission denied",
+    "access denied",
+    "user not found",
+    "unknown user",
+    "zero bytes were transmitted",  # 22.05's answer when slurmctld refuses a token: a wrong key or unknown user
+)
+
+
+RATE_LIMIT_WAIT = 5  # seconds; Slurm's token bucket refills at 2 requests/s by default
+
+
+def retry_after_seconds(header: str | None, default: int = RATE_LIMIT_WAIT) -> int:
+    """A Retry-After header (seconds or an HTTP date) as whole seconds, bounded to [1, 3600]."""
+    if not header:
+        return default
+    try:
+        seconds = float(header)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(header) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError):
+            return default
+    return int(min(3600, max(1, seconds)))
+
+
+def classify(site: str, message: str, *, default: type[AntennaError] = SiteRejected) -> AntennaError:
+    """The project's exception for a Slurm error message (from slurmrestd's ``errors`` or a command's stderr).
+
+    Unavailability is checked first: a refusal wrapped around a connection failure must be retried, not
+    turned into a rejection of the person's job.
+    """
+    text = " ".join(message.split())[:400]
+    lowered = text.lower()
+    if "rate limit" in lowered:  # slurmctld's rl_enable: wait, do not retry at once
+        return SiteUnavailable(f"{site}: {text}", retry_after=RATE_LIMIT_WAIT)
+    if any(marker in lowered for marker in _UNAVAILABLE):
+        return SiteUnavailable(f"{site}: {text}")
+    if any(marker in lowered for marker in _AUTH):
+        return SiteAuthFailed(f"{site}: {text}")
+    if any(marker in lowered for marker in _REJECTIONS):
+        return SiteRejected(f"{site}: {text}")
+    return default(f"{site}: {text}")

@@ -1,39 +1,35 @@
 """The ``slurmrestd`` connector: Slurm's REST API over httpx, acting as the person's own site account.
 
 Tokens are HS256 JWTs (``sun``, ``iat``, ``exp``) minted by the gateway with the cluster's key, read from
-the secrets store; each is short-lived and cached until shortly before it expires. Status is one call to
-``/jobs`` for all of the gateway's jobs at the site.
+the secrets store; each is short-lived and cached until shortly before it expires. A status cycle costs at
+most two calls whatever the number of jobs: ``/slurm/.../jobs`` (the controller's view) and, for the jobs
+that ended or left the controller, one ``/slurmdb/.../jobs?step=<ids>`` (accounting, which settles charges).
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import jwt
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.billing import Resources
 from gateway.clock import Clock
 from gateway.connectors.base import STAMP_PREFIX, Connector, SiteJobRequest, SiteJobStatus, UsageRecord, stamp
-from gateway.connectors.slurm_openapi import VERSIONS, SlurmApi, state_of
+from gateway.connectors.slurm_openapi import (
+    VERSIONS,
+    SlurmApi,
+    classify,
+    merge_statuses,
+    needs_accounting,
+    retry_after_seconds,
+)
 from gateway.errors import ConfigurationError, SiteAuthFailed, SiteRejected, SiteUnavailable
 from gateway.secrets import SecretStore
-
-_REJECTIONS = (
-    "invalid partition",
-    "invalid account",
-    "invalid qos",
-    "requested node configuration",
-    "time limit",
-    "invalid gres",
-    "invalid generic resource",
-    "memory specification",
-)
 
 
 class SlurmrestdOptions(BaseModel):
@@ -46,7 +42,7 @@ class SlurmrestdOptions(BaseModel):
     token_lifetime_seconds: int = Field(default=300, ge=30, le=3600)
     timeout_seconds: float = Field(default=10.0, gt=0)
     key_field: str = Field(default="jwt_key", description="field of the site's credentials holding the key")
-    missing_lookup_limit: int = Field(default=20, ge=0, description="jobs aged out of slurmctld looked up per cycle")
+    accounting: bool = Field(default=True, description="settle from slurmdbd's records (false: no slurmdbd)")
 
 
 class SlurmrestdConnector(Connector):
@@ -81,7 +77,9 @@ class SlurmrestdConnector(Connector):
         now = self.clock.now().timestamp()
         if cached is not None and cached[1] - now > 30:
             return cached[0]
-        raw = credentials.get(self.options.key_field)
+        raw = credentials.values.get(self.options.key_field)
+        if not raw:
+            raise SiteAuthFailed(f"{self.site}: the secrets store holds no {self.options.key_field} for this site")
         key = base64.b64decode(raw) if not raw.startswith("raw:") else raw[4:].encode()
         expires = int(now) + self.options.token_lifetime_seconds
         token = jwt.encode({"sun": account, "iat": int(now), "exp": expires}, key, algorithm="HS256")
@@ -98,9 +96,9 @@ class SlurmrestdConnector(Connector):
         except httpx.HTTPError as exc:
             raise SiteUnavailable(f"{self.site}: slurmrestd unreachable ({type(exc).__name__})") from exc
         if response.status_code == 429:
-            retry = int(response.headers.get("Retry-After", "5") or 5)
-            raise SiteUnavailable(f"{self.site}: rate limited by Slurm", retry_after=retry)
-        if response.status_code == 404 and missing_ok:  # slurmdbd answers 404 when no job matches
+            retry = retry_after_seconds(response.headers.get("Retry-After"))
+            raise SiteUnavailable(f"{self.site}: rate limited by Slurm (retry after {retry} s)", retry_after=retry)
+        if response.status_code == 404 and missing_ok:
             return {}
         if response.status_code in (401, 403):
             raise SiteAuthFailed(f"{self.site}: the site refused the credentials for account {account}")
@@ -111,23 +109,21 @@ class SlurmrestdConnector(Connector):
         errors = [e for e in body.get("errors", []) if isinstance(e, dict)]
         if response.status_code >= 400 or errors:
             message = "; ".join(str(e.get("error") or e.get("description") or e) for e in errors) or response.text[:200]
-            lowered = message.lower()
-            if any(marker in lowered for marker in _REJECTIONS):
-                raise SiteRejected(f"{self.site}: {message}")
-            if "user" in lowered and ("invalid" in lowered or "not found" in lowered or "unknown" in lowered):
-                raise SiteAuthFailed(f"{self.site}: {message}")
-            if "zero bytes were transmitted" in lowered:
+            if missing_ok and "nothing found" in message.lower():  # slurmdbd: no job matches the query
+                return {}
+            if "zero bytes were transmitted" in message.lower():
                 # Slurm 22.05's answer when slurmctld refuses the token: a wrong key or an unknown account.
-                raise SiteAuthFailed(f"{self.site}: the controller refused the token for account {account}")
-            if "unable to contact slurm controller" in lowered:
-                raise SiteUnavailable(f"{self.site}: slurmctld unreachable")
-            if response.status_code >= 500 and not errors:
-                raise SiteUnavailable(f"{self.site}: slurmrestd answered {response.status_code}")
-            raise SiteRejected(f"{self.site}: {message}")
+                raise SiteAuthFailed(
+                    f"{self.site}: the controller refused the token for account {account} "
+                    "(the account is unknown at the site, or the cluster key is wrong)"
+                )
+            default = SiteUnavailable if response.status_code >= 500 and not errors else SiteRejected
+            raise classify(self.site, message, default=default)
         return body
 
     def _path(self, tail: str, *, db: bool = False) -> str:
-        return f"/{'slurmdb' if db else 'slurm'}/{('db' if db else '') + self.api.version}/{tail}"
+        # slurmrestd serves accounting as /slurmdb/v0.0.38/... (the plugin is named dbv0.0.38).
+        return f"/{'slurmdb' if db else 'slurm'}/{self.api.version}/{tail}"
 
     # --- the interface ----------------------------------------------------------------------------
 
@@ -157,27 +153,25 @@ class SlurmrestdConnector(Connector):
 
     async def statuses(self, site_job_ids: Sequence[str]) -> dict[str, SiteJobStatus]:
         reply = await self._call("GET", self._path("jobs"), self.options.status_account)
-        wanted = set(site_job_ids)
-        found = {
-            s.site_job_id: s
-            for name, _, s in self.api.parse_jobs(reply)
-            if s.site_job_id in wanted and name.startswith(STAMP_PREFIX)
-        }
-        # Jobs slurmctld has already forgotten (MinJobAge) come from accounting, a bounded number a cycle.
-        for site_job_id in sorted(wanted - found.keys())[: self.options.missing_lookup_limit]:
+        live = self.api.parse_jobs(reply)
+        accounting = []
+        missing = needs_accounting(site_job_ids, live) if self.options.accounting else []
+        if missing:
+            # One accounting call for every job that ended or left the controller, never one per job.
             db = await self._call(
-                "GET", self._path(f"job/{site_job_id}", db=True), self.options.status_account, missing_ok=True
+                "GET",
+                self._path("jobs", db=True) + "?step=" + quote(",".join(missing), safe=""),
+                self.options.status_account,
+                missing_ok=True,
             )
-            status = _from_accounting(db)
-            if status is not None:
-                found[site_job_id] = status
-        return found
+            accounting = self.api.parse_accounting(db)
+        return merge_statuses(site_job_ids, live, accounting, use_accounting=self.options.accounting)
 
     async def cancel(self, *, account: str, site_job_id: str) -> None:
         try:
             await self._call("DELETE", self._path(f"job/{site_job_id}"), account)
         except SiteRejected as exc:
-            if "already completed" in exc.detail.lower() or "invalid job id" in exc.detail.lower():
+            if "already complet" in exc.detail.lower() or "invalid job id" in exc.detail.lower():
                 return
             raise
 
@@ -189,19 +183,18 @@ class SlurmrestdConnector(Connector):
     async def usage(self, *, start: datetime, end: datetime) -> Sequence[UsageRecord]:
         reply = await self._call("GET", self._path("jobs", db=True), self.options.status_account)
         records = []
-        for job in reply.get("jobs", []):
-            status = _from_accounting({"jobs": [job]})
-            if status is None or status.ended_at is None or status.allocated is None:
+        for job in self.api.parse_accounting(reply):
+            status = job.status
+            if not job.settled or status.ended_at is None or status.allocated is None:
                 continue
             if not (start <= status.ended_at < end):
                 continue
-            name = str(job.get("name", ""))
             records.append(
                 UsageRecord(
                     site_job_id=status.site_job_id,
-                    job_id=name.removeprefix(STAMP_PREFIX) if name.startswith(STAMP_PREFIX) else None,
-                    project_account=str(job.get("account", "")),
-                    partition=str(job.get("partition", "")),
+                    job_id=job.name.removeprefix(STAMP_PREFIX) if job.name.startswith(STAMP_PREFIX) else None,
+                    project_account=job.account,
+                    partition=job.partition,
                     elapsed_seconds=status.elapsed_seconds or 0,
                     allocated=status.allocated,
                     ended_at=status.ended_at,
@@ -214,34 +207,3 @@ class SlurmrestdConnector(Connector):
 
     async def aclose(self) -> None:
         await self.http.aclose()
-
-
-def _from_accounting(body: dict[str, Any]) -> SiteJobStatus | None:
-    """A job from ``/slurmdb/.../job/{id}``: elapsed and allocated TRES as accounting recorded them."""
-    jobs = body.get("jobs") or []
-    if not jobs:
-        return None
-    job = jobs[0]
-    timing = job.get("time", {})
-    tres = {
-        t.get("type") if t.get("type") != "gres" else f"gres/{t.get('name')}": t.get("count") or 0
-        for t in job.get("tres", {}).get("allocated", [])
-    }
-    allocated = None
-    if tres.get("cpu"):
-        allocated = Resources(
-            nodes=int(tres.get("node", 1)),
-            cores=int(tres["cpu"]),
-            memory_gb=Decimal(int(tres.get("mem", 0))) / 1024,
-            gpus=int(tres.get("gres/gpu", 0)),
-        )
-    start, finish = timing.get("start") or 0, timing.get("end") or 0
-    return SiteJobStatus(
-        site_job_id=str(job["job_id"]),
-        state=state_of(str(job.get("state", {}).get("current", ""))),
-        started_at=datetime.fromtimestamp(start, UTC) if start else None,
-        ended_at=datetime.fromtimestamp(finish, UTC) if finish else None,
-        elapsed_seconds=int(timing.get("elapsed") or 0),
-        allocated=allocated,
-        exit_code=job.get("exit_code", {}).get("return_code"),
-    )
