@@ -128,5 +128,8 @@ class FakeSecretStore(SecretStore):
         text: bytes = cert.export_certificate()
         return text.decode().strip()
 
+    def invalidate(self, site: str) -> None:
+        """Nothing is cached here; present for parity with the Vault store."""
+
     async def check(self) -> None:
         self._raise_if_unavailable()
