@@ -7,6 +7,7 @@ Pulumi's secret markers intact, and property dependencies.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -141,10 +142,19 @@ def make_repo(root: Path, policies: Mapping[str, str] | None = None) -> Path:
     return root
 
 
+_LOOP: asyncio.AbstractEventLoop | None = None
+
+
 def run_program(
     config: Mapping[str, Any], *, repo_root: Path, stack: str = "dev", secrets: Mapping[str, str] = TEST_SECRETS
 ) -> Recording:
     """Run `build()` under the mock runtime with this stack configuration; return what it registered."""
+    # Pulumi's mock runtime runs on the current thread's event loop; an async test that ran before may have
+    # closed it, so each program run gets a fresh one.
+    global _LOOP  # noqa: PLW0603 - one loop for every program run of the session
+    if _LOOP is None or _LOOP.is_closed():
+        _LOOP = asyncio.new_event_loop()
+    asyncio.set_event_loop(_LOOP)
     mock = _Mocks()
     monitor = _RecordingMonitor(mock)
     settings.ROOT.set(None)
