@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 from limits import RateLimitItemPerMinute, storage, strategies
-from sqlalchemy import func, select
+from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.orm import Session
 
 from gateway.clock import Clock, SystemClock
@@ -30,7 +30,9 @@ from gateway.ledger.models import AccountKind, LedgerAccount
 from gateway.metrics import LedgerFigures, Metrics, Snapshot
 from gateway.migrations import migrate
 from gateway.secrets import SecretStore
+from gateway.secrets.database import pool_recycle_seconds, use_dynamic_credentials
 from gateway.secrets.fake import FakeSecretStore
+from gateway.secrets.vault import VaultSecretStore
 from gateway.settings import Settings
 
 log = logging.getLogger("antenna")
@@ -138,6 +140,21 @@ class Runtime:
         self.db.dispose()
 
 
+def _engine(settings: Settings, vault: VaultSecretStore | None) -> Engine:
+    """The database engine; with ``vault.database_role`` it logs in with Vault's short-lived credentials."""
+    if vault is None or not settings.vault.database_role:
+        return make_engine(settings.database.url, pool_size=settings.database.pool_size)
+    credentials = vault.database_credentials_blocking()
+    engine = create_engine(
+        settings.database.url,
+        pool_size=settings.database.pool_size,
+        pool_pre_ping=True,
+        pool_recycle=pool_recycle_seconds(credentials.lease_seconds, 2 / 3),
+    )
+    use_dynamic_credentials(engine, vault)
+    return engine
+
+
 def build_runtime(
     settings: Settings,
     *,
@@ -152,17 +169,22 @@ def build_runtime(
     if dev is None:
         settings.check_production()
     clock = clock or SystemClock()
-    db = Database(
-        make_engine(settings.database.url, pool_size=settings.database.pool_size),
-        busy_retries=settings.database.sqlite_busy_retries,
-    )
+    vault: VaultSecretStore | None = None
+    if secrets is None:
+        if settings.vault.enabled:
+            vault = VaultSecretStore.from_settings(settings.vault, clock=clock, sites=list(settings.sites))
+            secrets = vault
+        else:
+            secrets = FakeSecretStore(clock=clock)
+    db = Database(_engine(settings, vault), busy_retries=settings.database.sqlite_busy_retries)
     if settings.database.migrate_on_start:
         migrate(db.engine)
     http = http or httpx.AsyncClient(timeout=settings.oidc.http_timeout_seconds)
-    metrics_holder: list[Metrics] = []
+    runtime_holder: list[Runtime] = []
+    metrics = Metrics(snapshot=lambda: runtime_holder[0].snapshot())  # noqa: PLW0108 - bound after construction
 
     def count_fetch(outcome: str) -> None:
-        metrics_holder[0].jwks_fetches.labels(outcome).inc()
+        metrics.jwks_fetches.labels(outcome).inc()
 
     if keys is None:
         keys = (
@@ -171,22 +193,15 @@ def build_runtime(
             else KeySetCache.from_settings(settings.oidc, http=http, clock=clock, on_fetch=count_fetch)
         )
     verifier = TokenVerifier(settings.oidc, keys=keys, clock=clock)
-    if secrets is None:
-        if settings.vault.enabled:
-            from gateway.secrets.vault import VaultSecretStore
-
-            secrets = VaultSecretStore.from_settings(settings.vault, clock=clock)
-        else:
-            secrets = FakeSecretStore()
     data_dir = dev.data_dir if dev is not None else Path("var")
     connectors = build_connectors(
         settings, secrets=secrets, data_dir=data_dir, clock=clock, factories=connector_factories
     )
     health = SiteHealth(clock)
     jobs = JobService(db=db, settings=settings, clock=clock)
-    runtime_holder: list[Runtime] = []
-    metrics = Metrics(snapshot=lambda: runtime_holder[0].snapshot())  # noqa: PLW0108 - bound after construction
-    metrics_holder.append(metrics)
+    metrics.watch_sites(health.is_up, settings.sites)
+    if vault is not None:
+        metrics.watch_vault(vault.metrics)
     forwarder = Forwarder(
         db=db, connectors=connectors, health=health, settings=settings.forwarder, clock=clock, metrics=metrics
     )

@@ -17,6 +17,8 @@ from rich.table import Table
 
 from gateway.cli.client import ApiClient, CliError, Profile, device_login, load_profile, profile_path, save_profile
 from gateway.errors import AntennaError, ConfigurationError
+from gateway.realm.cli import project_app, realm_app
+from gateway.secrets.cli import vault_app
 
 EXIT_FAILED, EXIT_REFUSED, EXIT_UNAUTHENTICATED = 1, 3, 4
 FINAL = {"completed", "failed", "cancelled", "timeout", "rejected"}
@@ -30,6 +32,9 @@ admin = typer.Typer(help="Allocation managers and operators.", no_args_is_help=T
 config_app = typer.Typer(help="Configuration files.", no_args_is_help=True)
 app.add_typer(admin, name="admin")
 app.add_typer(config_app, name="config")
+app.add_typer(realm_app(), name="realm", help="Check the live Keycloak realm against the identity contract.")
+app.add_typer(project_app(), name="project", help="Put people in or out of a project's group in Keycloak.")
+app.add_typer(vault_app(), name="vault", help="Bootstrap a development Vault; secret-ids; SSH account lists.")
 
 out = Console()
 err = Console(stderr=True)

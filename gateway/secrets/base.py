@@ -36,6 +36,14 @@ class SecretStore(ABC):
         """An OpenSSH user certificate for ``public_key`` whose only principal is ``account``."""
 
     @abstractmethod
+    def invalidate(self, site: str) -> None:
+        """Forget the cached credentials of ``site`` (e.g. after the site refused them)."""
+
+    @abstractmethod
+    async def resolve_reference(self, reference: str) -> str:
+        """The value behind a ``vault:<path>#<field>`` reference from the configuration."""
+
+    @abstractmethod
     async def check(self) -> None:
         """Raise SecretsUnavailable with the reason if the store cannot serve new secrets now."""
 
