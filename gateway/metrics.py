@@ -179,8 +179,10 @@ class _DatabaseCollector(Collector):
             value=time.perf_counter() - started,
         )
         labels = ["project", "site", "unit"]
-        granted = CounterMetricFamily(
-            "antenna_allocation_granted", "Granted in the active period (site unit)", labels=labels
+        granted = GaugeMetricFamily(
+            "antenna_allocation_granted",
+            "Granted in the active period (site unit); falls when a grant is reduced",
+            labels=labels,
         )
         charged = CounterMetricFamily(
             "antenna_allocation_charged", "Charged in the active period (site unit)", labels=labels

@@ -42,7 +42,7 @@ def test_the_issue_s_metrics_are_exported_with_their_labels() -> None:
         "antenna_site_up": ("gauge", {"site"}),
         "antenna_connector_errors_total": ("counter", {"site", "kind"}),
         # Granted and charged only grow within a period (counters); reserved and available go both ways.
-        "antenna_allocation_granted_total": ("counter", ledger),
+        "antenna_allocation_granted": ("gauge", ledger),
         "antenna_allocation_charged_total": ("counter", ledger),
         "antenna_allocation_reserved": ("gauge", ledger),
         "antenna_allocation_available": ("gauge", ledger),

@@ -33,9 +33,9 @@ def dashboard() -> dash.Dashboard:
             "from the gateway's ledger (the same on every replica), in the site's billing unit.",
             time_from="now-7d",
         )
-        .with_variable(label_variable("project", "Project", "antenna_allocation_granted_total"))
-        .with_variable(label_variable("site", "Site", "antenna_allocation_granted_total"))
-        .with_variable(label_variable("unit", "Unit", "antenna_allocation_granted_total", multi=False))
+        .with_variable(label_variable("project", "Project", "antenna_allocation_granted"))
+        .with_variable(label_variable("site", "Site", "antenna_allocation_granted"))
+        .with_variable(label_variable("unit", "Unit", "antenna_allocation_granted", multi=False))
         .with_row(row(ids, "Where each project stands"))
         .with_panel(
             bars(
