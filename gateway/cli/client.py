@@ -173,6 +173,9 @@ class ApiClient:
             )
         return response
 
+    def close(self) -> None:
+        self.http.close()
+
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)
         return response.json() if response.content else None

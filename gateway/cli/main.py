@@ -6,6 +6,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -44,8 +46,16 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 ConfigOpt = Annotated[Path | None, typer.Option("--config", envvar="ANTENNA_CONFIG", help="the YAML configuration")]
 
 
-def _client(url: str | None) -> ApiClient:
-    return ApiClient(load_profile(url, os.environ.get("ANTENNA_TOKEN")))
+@contextmanager
+def _session(url: str | None) -> Iterator[ApiClient]:
+    """A client for one command: failures become the CLI's exit codes, the connection is always closed."""
+    client = ApiClient(load_profile(url, os.environ.get("ANTENNA_TOKEN")))
+    try:
+        yield client
+    except CliError as exc:
+        raise _fail(exc) from exc
+    finally:
+        client.close()
 
 
 def _fail(exc: CliError) -> typer.Exit:
@@ -61,10 +71,8 @@ def _fail(exc: CliError) -> typer.Exit:
 
 
 def _call(url: str | None, method: str, path: str, **kwargs: Any) -> Any:
-    try:
-        return _client(url).json(method, path, **kwargs)
-    except CliError as exc:
-        raise _fail(exc) from exc
+    with _session(url) as client:
+        return client.json(method, path, **kwargs)
 
 
 def _emit(data: Any, as_json: bool, table: Table | None = None) -> None:
@@ -224,14 +232,11 @@ def _follow(url: str | None, job_id: str, *, quiet: bool) -> dict[str, Any]:
     from rich.live import Live
     from rich.spinner import Spinner
 
-    client = _client(url)
     state = ""
-    with Live(Spinner("dots", text="submitting"), console=err, transient=True, auto_refresh=not quiet) as live:
+    spinner = Live(Spinner("dots", text="submitting"), console=err, transient=True, auto_refresh=not quiet)
+    with _session(url) as client, spinner as live:
         while True:
-            try:
-                job: dict[str, Any] = client.json("GET", f"/v1/jobs/{job_id}")
-            except CliError as exc:
-                raise _fail(exc) from exc
+            job: dict[str, Any] = client.json("GET", f"/v1/jobs/{job_id}")
             if job["state"] != state:
                 state = job["state"]
                 if not quiet:
@@ -291,10 +296,8 @@ def cancel(job_id: str, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
 @app.command()
 def output(job_id: str, stream: str = "stdout", url: UrlOpt = None) -> None:
     """The job's stdout or stderr, from the site."""
-    try:
-        text = _client(url).request("GET", f"/v1/jobs/{job_id}/output", params={"stream": stream}).text
-    except CliError as exc:
-        raise _fail(exc) from exc
+    with _session(url) as client:
+        text = client.request("GET", f"/v1/jobs/{job_id}/output", params={"stream": stream}).text
     sys.stdout.write(text)
 
 
@@ -334,31 +337,25 @@ def usage(
     if plot is not None:
         from gateway.cli.plot import write_usage_plot
 
-        client = _client(url)
-        try:
+        with _session(url) as client:
             balance_doc = client.json("GET", f"/v1/projects/{project}/balance")
             usage_doc = client.json("GET", f"/v1/projects/{project}/usage", params={"site": site} if site else {})
-            lines = write_usage_plot(
-                plot, project=project, balance=balance_doc, usage=usage_doc, now=datetime.now(UTC), site=site
-            )
-        except CliError as exc:
-            raise _fail(exc) from exc
-        finally:
-            client.http.close()
+            try:
+                lines = write_usage_plot(
+                    plot, project=project, balance=balance_doc, usage=usage_doc, now=datetime.now(UTC), site=site
+                )
+            except CliError as exc:
+                raise _fail(exc) from exc
         for line in lines:
             out.print(line)
         out.print(f"plot written to {plot}")
         return
     params = {k: v for k, v in {"site": site, "start": start, "end": end}.items() if v}
     if csv:
-        try:
-            text = (
-                _client(url)
-                .request("GET", f"/v1/projects/{project}/usage", params=params, headers={"Accept": "text/csv"})
-                .text
-            )
-        except CliError as exc:
-            raise _fail(exc) from exc
+        with _session(url) as client:
+            text = client.request(
+                "GET", f"/v1/projects/{project}/usage", params=params, headers={"Accept": "text/csv"}
+            ).text
         sys.stdout.write(text)
         return
     data = _call(url, "GET", f"/v1/projects/{project}/usage", params=params)
