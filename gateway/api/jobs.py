@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Annotated, Literal
 
 from anyio import to_thread
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import PlainTextResponse
 
 from gateway.api.deps import PrincipalDep, RuntimeDep
+from gateway.api.problems import AUTHENTICATED, problem_responses
 from gateway.api.schemas import JobOut, JobPageOut
-from gateway.errors import NotFound, SiteUnavailable
+from gateway.errors import AntennaError, NotFound, SiteUnavailable
 from gateway.jobs.models import JobState
 from gateway.jobs.spec import JobSpec
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTHENTICATED)
+JobId = Annotated[uuid.UUID, Path(description="the job's id, as the gateway gave it")]
 log = logging.getLogger("antenna.api")
 
 IdempotencyKey = Annotated[
@@ -30,7 +33,12 @@ IdempotencyKey = Annotated[
 ]
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses=problem_responses(400, 403, 409, 413, 422),
+)
 def submit(
     spec: JobSpec, who: PrincipalDep, rt: RuntimeDep, response: Response, idempotency_key: IdempotencyKey = None
 ) -> JobOut:
@@ -38,7 +46,11 @@ def submit(
     if site is not None and site.when_unavailable == "refuse" and not rt.health.is_up(spec.site):
         raise SiteUnavailable(f"site {spec.site} is unavailable: {rt.health.last_error(spec.site)}")
     rt.rate_limit("submissions", who.person, rt.settings.limits.submissions_per_minute)
-    result = rt.jobs.submit(who, spec, idempotency_key=idempotency_key)
+    try:
+        result = rt.jobs.submit(who, spec, idempotency_key=idempotency_key)
+    except AntennaError as exc:  # counted by kind (a bounded set of slugs), then answered as a problem
+        rt.metrics.submissions.labels(spec.site, exc.slug).inc()
+        raise
     outcome = "replayed" if result.replayed else "accepted"
     job = result.job
     log.info(
@@ -65,7 +77,7 @@ def submit(
     return JobOut.of(result.job)
 
 
-@router.get("", response_model=JobPageOut)
+@router.get("", response_model=JobPageOut, responses=problem_responses(422))
 def list_jobs(
     who: PrincipalDep,
     rt: RuntimeDep,
@@ -81,14 +93,16 @@ def list_jobs(
     return JobPageOut(jobs=[JobOut.of(j) for j in page.jobs], next_cursor=page.next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str, who: PrincipalDep, rt: RuntimeDep) -> JobOut:
-    return JobOut.of(rt.jobs.get(who, job_id))
+@router.get("/{job_id}", response_model=JobOut, responses=problem_responses(404, 422))
+def get_job(job_id: JobId, who: PrincipalDep, rt: RuntimeDep) -> JobOut:
+    return JobOut.of(rt.jobs.get(who, str(job_id)))
 
 
-@router.delete("/{job_id}", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
-def cancel_job(job_id: str, who: PrincipalDep, rt: RuntimeDep) -> JobOut:
-    job = rt.jobs.cancel(who, job_id)
+@router.delete(
+    "/{job_id}", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut, responses=problem_responses(404, 409, 422)
+)
+def cancel_job(job_id: JobId, who: PrincipalDep, rt: RuntimeDep) -> JobOut:
+    job = rt.jobs.cancel(who, str(job_id))
     log.info(
         "job cancel requested",
         extra={"job_id": job.id, "project": job.project, "person": who.person, "state": job.state},
@@ -96,11 +110,11 @@ def cancel_job(job_id: str, who: PrincipalDep, rt: RuntimeDep) -> JobOut:
     return JobOut.of(job)
 
 
-@router.get("/{job_id}/output", response_class=PlainTextResponse)
+@router.get("/{job_id}/output", response_class=PlainTextResponse, responses=problem_responses(404, 422))
 async def job_output(
-    job_id: str, who: PrincipalDep, rt: RuntimeDep, stream: Literal["stdout", "stderr"] = "stdout"
+    job_id: JobId, who: PrincipalDep, rt: RuntimeDep, stream: Literal["stdout", "stderr"] = "stdout"
 ) -> PlainTextResponse:
-    job = await to_thread.run_sync(lambda: rt.jobs.find_visible(who, job_id))
+    job = await to_thread.run_sync(lambda: rt.jobs.find_visible(who, str(job_id)))
     connector = rt.connectors.get(job.site)
     if connector is None or job.site_job_id is None:
         raise NotFound(f"job {job_id} has no output yet (state {job.state})")
