@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, NoReturn
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, insert, literal, or_, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -778,11 +778,29 @@ def reservation_of(session: Session, job_id: str) -> Settlement | None:
 
 # --- reading --------------------------------------------------------------------------------------
 
+_BALANCE_FILTERS = {
+    "all": (),
+    "project": ("project",),
+    "project_site": ("project", "site"),
+    "id": ("id",),
+}
 
-def _balances(session: Session, *where: ColumnElement[bool]) -> list[Balance]:
+
+@functools.cache
+def _balance_statement(variant: str) -> Any:
     debt = aliased(LedgerAccount)
-    rows = session.execute(
-        select(LedgerAccount, func.coalesce(debt.charged, 0))
+    query = (
+        select(
+            LedgerAccount.project,
+            LedgerAccount.site,
+            LedgerAccount.unit,
+            LedgerAccount.period_start,
+            LedgerAccount.period_end,
+            LedgerAccount.granted,
+            LedgerAccount.reserved,
+            LedgerAccount.charged,
+            func.coalesce(debt.charged, 0).label("overrun"),
+        )
         .outerjoin(
             debt,
             and_(
@@ -793,42 +811,47 @@ def _balances(session: Session, *where: ColumnElement[bool]) -> list[Balance]:
                 debt.period_start == LedgerAccount.period_start,
             ),
         )
-        .where(LedgerAccount.kind == AccountKind.ALLOCATION.value, *where)
+        .where(LedgerAccount.kind == AccountKind.ALLOCATION.value)
         .order_by(LedgerAccount.project, LedgerAccount.site, LedgerAccount.unit, LedgerAccount.period_start)
-        .execution_options(populate_existing=True)
-    ).all()
+    )
+    for column in _BALANCE_FILTERS[variant]:
+        query = query.where(getattr(LedgerAccount, column) == bindparam(f"p_{column}"))
+    return query
+
+
+def _balances(session: Session, variant: str, **params: Any) -> list[Balance]:
+    rows = session.execute(_balance_statement(variant), {f"p_{k}": v for k, v in params.items()}).all()
     return [
         Balance(
-            project=acc.project,
-            site=acc.site,
-            unit=acc.unit,
-            period_start=acc.period_start,
-            period_end=acc.period_end,
-            granted=from_micro(acc.granted),
-            reserved=from_micro(acc.reserved),
-            charged=from_micro(acc.charged),
-            overrun=from_micro(int(overrun)),
+            project=row.project,
+            site=row.site,
+            unit=row.unit,
+            period_start=row.period_start,
+            period_end=row.period_end,
+            granted=from_micro(row.granted),
+            reserved=from_micro(row.reserved),
+            charged=from_micro(row.charged),
+            overrun=from_micro(int(row.overrun)),
         )
-        for acc, overrun in rows
+        for row in rows
     ]
 
 
 def _balance_of(session: Session, account_id: int) -> Balance:
-    [balance] = _balances(session, LedgerAccount.id == account_id)
+    [balance] = _balances(session, "id", id=account_id)
     return balance
 
 
 def balances(session: Session, *, project: str, site: str | None = None) -> list[Balance]:
     """Every allocation period of ``project`` (optionally at one site), by site, unit, then oldest first."""
-    where = [LedgerAccount.project == project]
-    if site is not None:
-        where.append(LedgerAccount.site == site)
-    return _balances(session, *where)
+    if site is None:
+        return _balances(session, "project", project=project)
+    return _balances(session, "project_site", project=project, site=site)
 
 
 def all_balances(session: Session) -> list[Balance]:
     """Every allocation account, for metrics and reconciliation."""
-    return _balances(session)
+    return _balances(session, "all")
 
 
 def usage(
@@ -926,15 +949,24 @@ def usage_csv(lines: Iterable[UsageLine]) -> str:
 # --- invariants -----------------------------------------------------------------------------------
 
 
-def _derived(session: Session, account_id: int | None = None) -> dict[int, tuple[int, int, int]]:
-    """(granted, reserved, charged) of allocation and overrun accounts, recomputed from entries alone."""
+@dataclass(frozen=True)
+class _CheckStatements:
+    accounts: Any
+    derived: Any
+    derived_one: Any
+    pending: Any
+    outside: Any
+    reservations: Any
+    orphans: Any
+
+
+@functools.cache
+def _check_statements() -> _CheckStatements:
     owner = aliased(LedgerAccount)
     other = aliased(LedgerAccount)
-    sides = []
-    for own_col, other_col, sign in (
-        (LedgerEntry.debit_account_id, LedgerEntry.credit_account_id, 1),
-        (LedgerEntry.credit_account_id, LedgerEntry.debit_account_id, -1),
-    ):
+    checked = [AccountKind.ALLOCATION.value, AccountKind.OVERRUN.value]
+
+    def side(own_col: Any, other_col: Any, sign: int, one: bool) -> Any:
         query = (
             select(
                 own_col.label("account_id"),
@@ -944,23 +976,115 @@ def _derived(session: Session, account_id: int | None = None) -> dict[int, tuple
             )
             .join(owner, owner.id == own_col)
             .join(other, other.id == other_col)
-            .where(owner.kind.in_([AccountKind.ALLOCATION.value, AccountKind.OVERRUN.value]))
+            .where(owner.kind.in_(checked))
             .group_by(own_col, LedgerEntry.layer, other.kind)
         )
-        if account_id is not None:
-            query = query.where(own_col == account_id)
-        sides.append(query)
+        return query.where(own_col == bindparam("p_account_id")) if one else query
+
+    def derived(one: bool) -> Any:
+        return union_all(
+            side(LedgerEntry.debit_account_id, LedgerEntry.credit_account_id, 1, one),
+            side(LedgerEntry.credit_account_id, LedgerEntry.debit_account_id, -1, one),
+        )
+
+    def per_job(*kinds: EntryKind, label: str) -> Any:
+        return (
+            select(LedgerEntry.job_id, func.count().label("n"), func.sum(LedgerEntry.amount).label("total"))
+            .where(LedgerEntry.kind.in_([k.value for k in kinds]), LedgerEntry.job_id.is_not(None))
+            .group_by(LedgerEntry.job_id)
+            .subquery(label)
+        )
+
+    opened = per_job(EntryKind.RESERVE, label="opened")
+    closed = per_job(EntryKind.RELEASE, EntryKind.VOID, label="closed")
+    charged = per_job(EntryKind.CHARGE, label="charged")
+    overrun = per_job(EntryKind.OVERRUN, label="overrun")
+    n_open = func.coalesce(opened.c.n, 0)
+    n_close = func.coalesce(closed.c.n, 0)
+    total_charged = func.coalesce(charged.c.total, 0)
+    total_overrun = func.coalesce(overrun.c.total, 0)
+    is_pending = Reservation.state == ReservationState.PENDING.value
+    return _CheckStatements(
+        accounts=select(
+            LedgerAccount.id,
+            LedgerAccount.kind,
+            LedgerAccount.project,
+            LedgerAccount.site,
+            LedgerAccount.unit,
+            LedgerAccount.period_start,
+            LedgerAccount.granted,
+            LedgerAccount.reserved,
+            LedgerAccount.charged,
+        ).where(LedgerAccount.kind.in_(checked)),
+        derived=derived(one=False),
+        derived_one=derived(one=True),
+        pending=(
+            select(Reservation.account_id, func.sum(Reservation.amount))
+            .where(is_pending)
+            .group_by(Reservation.account_id)
+        ),
+        outside=(
+            select(func.count())
+            .select_from(LedgerEntry)
+            .join(
+                LedgerAccount,
+                or_(
+                    LedgerAccount.id == LedgerEntry.debit_account_id,
+                    LedgerAccount.id == LedgerEntry.credit_account_id,
+                ),
+            )
+            .where(
+                LedgerAccount.kind.in_(checked),
+                or_(
+                    LedgerEntry.effective_at < LedgerAccount.period_start,
+                    LedgerEntry.effective_at >= LedgerAccount.period_end,
+                ),
+            )
+        ),
+        reservations=(
+            select(Reservation.job_id, Reservation.state, n_open, n_close, total_charged, total_overrun)
+            .outerjoin(opened, opened.c.job_id == Reservation.job_id)
+            .outerjoin(closed, closed.c.job_id == Reservation.job_id)
+            .outerjoin(charged, charged.c.job_id == Reservation.job_id)
+            .outerjoin(overrun, overrun.c.job_id == Reservation.job_id)
+            .where(
+                or_(
+                    n_open != 1,
+                    opened.c.total != Reservation.amount,
+                    and_(is_pending, n_close != 0),
+                    and_(~is_pending, or_(n_close != 1, closed.c.total != Reservation.amount)),
+                    total_charged != Reservation.charged,
+                    total_overrun != Reservation.overrun,
+                )
+            )
+        ),
+        orphans=(
+            select(func.count())
+            .select_from(LedgerEntry)
+            .outerjoin(Reservation, Reservation.job_id == LedgerEntry.job_id)
+            .where(LedgerEntry.job_id.is_not(None), Reservation.job_id.is_(None))
+        ),
+    )
+
+
+def _derived(session: Session, account_id: int | None = None) -> dict[int, tuple[int, int, int]]:
+    """(granted, reserved, charged) of allocation and overrun accounts, recomputed from entries alone."""
+    sql = _check_statements()
+    rows = (
+        session.execute(sql.derived)
+        if account_id is None
+        else session.execute(sql.derived_one, {"p_account_id": account_id})
+    )
     result: dict[int, list[int]] = {}
-    for query in sides:
-        for acc_id, layer, other_kind, total in session.execute(query):
-            figures = result.setdefault(acc_id, [0, 0, 0])
-            value = int(total)  # debit minus credit
-            if layer == Layer.PENDING.value:
-                figures[1] += value
-            elif other_kind == AccountKind.ALLOCATOR.value:
-                figures[0] -= value
-            else:
-                figures[2] += value
+    for acc_id, layer, other_kind, total in rows:
+        figures = result.setdefault(acc_id, [0, 0, 0])
+        value = int(total)  # debit minus credit
+        if layer == Layer.PENDING.value:
+            figures[1] += value
+        elif other_kind == AccountKind.ALLOCATOR.value:
+            figures[0] -= value
+        else:
+            figures[2] += value
     return {acc_id: (g, r, c) for acc_id, (g, r, c) in result.items()}
 
 
@@ -976,24 +1100,13 @@ def check_invariants(session: Session) -> list[str]:
     charged holds by entries, not by the cache); 0 <= reserved, charged and reserved + charged <= granted;
     reserved == the sum of the account's open reservations; no entry dated outside its account's period;
     every reservation has exactly one reserve entry for its amount and, once closed, exactly one close
-    entry and charge/overrun entries equal to what it records.
+    entry and charge/overrun entries equal to what it records; no entry names a job without reservation.
     """
+    sql = _check_statements()
     problems: list[str] = []
-    accounts = session.scalars(
-        select(LedgerAccount)
-        .where(LedgerAccount.kind.in_([AccountKind.ALLOCATION.value, AccountKind.OVERRUN.value]))
-        .execution_options(populate_existing=True)
-    ).all()
     derived = _derived(session)
-    pending: dict[int, int] = {
-        account_id: int(total)
-        for account_id, total in session.execute(
-            select(Reservation.account_id, func.sum(Reservation.amount))
-            .where(Reservation.state == ReservationState.PENDING.value)
-            .group_by(Reservation.account_id)
-        )
-    }
-    for acc in accounts:
+    pending = {account_id: int(total) for account_id, total in session.execute(sql.pending)}
+    for acc in session.execute(sql.accounts):
         name = f"{acc.kind} {acc.project}@{acc.site}/{acc.unit} from {acc.period_start.isoformat()}"
         from_entries = derived.get(acc.id, (0, 0, 0))
         if acc.kind == AccountKind.OVERRUN.value:
@@ -1006,87 +1119,15 @@ def check_invariants(session: Session) -> list[str]:
             problems.append(f"{name}: reserved {acc.reserved} + charged {acc.charged} exceeds granted {acc.granted}")
         if pending.get(acc.id, 0) != acc.reserved:
             problems.append(f"{name}: reserved {acc.reserved} != open reservations {pending.get(acc.id, 0)}")
-    outside = session.scalar(
-        select(func.count())
-        .select_from(LedgerEntry)
-        .join(
-            LedgerAccount,
-            or_(
-                LedgerAccount.id == LedgerEntry.debit_account_id,
-                LedgerAccount.id == LedgerEntry.credit_account_id,
-            ),
-        )
-        .where(
-            LedgerAccount.kind.in_([AccountKind.ALLOCATION.value, AccountKind.OVERRUN.value]),
-            or_(
-                LedgerEntry.effective_at < LedgerAccount.period_start,
-                LedgerEntry.effective_at >= LedgerAccount.period_end,
-            ),
-        )
-    )
+    outside = session.execute(sql.outside).scalar()
     if outside:
         problems.append(f"{outside} entries are dated outside their allocation period")
-    problems.extend(_reservation_problems(session))
-    return problems
-
-
-def _reservation_problems(session: Session) -> list[str]:
-    """Reservations whose entries do not match them: none, two, a missing close, a charge that differs."""
-
-    def per_job(*kinds: EntryKind, label: str) -> Any:
-        return (
-            select(
-                LedgerEntry.job_id,
-                func.count().label("n"),
-                func.sum(LedgerEntry.amount).label("total"),
-            )
-            .where(LedgerEntry.kind.in_([k.value for k in kinds]), LedgerEntry.job_id.is_not(None))
-            .group_by(LedgerEntry.job_id)
-            .subquery(label)
-        )
-
-    opened = per_job(EntryKind.RESERVE, label="opened")
-    closed = per_job(EntryKind.RELEASE, EntryKind.VOID, label="closed")
-    charged = per_job(EntryKind.CHARGE, label="charged")
-    overrun = per_job(EntryKind.OVERRUN, label="overrun")
-    n_open = func.coalesce(opened.c.n, 0)
-    n_close = func.coalesce(closed.c.n, 0)
-    is_pending = Reservation.state == ReservationState.PENDING.value
-    rows = session.execute(
-        select(
-            Reservation.job_id,
-            Reservation.state,
-            n_open,
-            n_close,
-            func.coalesce(charged.c.total, 0),
-            func.coalesce(overrun.c.total, 0),
-        )
-        .outerjoin(opened, opened.c.job_id == Reservation.job_id)
-        .outerjoin(closed, closed.c.job_id == Reservation.job_id)
-        .outerjoin(charged, charged.c.job_id == Reservation.job_id)
-        .outerjoin(overrun, overrun.c.job_id == Reservation.job_id)
-        .where(
-            or_(
-                n_open != 1,
-                opened.c.total != Reservation.amount,
-                and_(is_pending, n_close != 0),
-                and_(~is_pending, or_(n_close != 1, closed.c.total != Reservation.amount)),
-                func.coalesce(charged.c.total, 0) != Reservation.charged,
-                func.coalesce(overrun.c.total, 0) != Reservation.overrun,
-            )
-        )
-    ).all()
-    problems = [
+    problems.extend(
         f"reservation of job {job_id} ({state}) has {n_o} reserve and {n_c} close entries, "
         f"charge entries {c}, overrun entries {o}"
-        for job_id, state, n_o, n_c, c, o in rows
-    ]
-    orphans = session.scalar(
-        select(func.count())
-        .select_from(LedgerEntry)
-        .outerjoin(Reservation, Reservation.job_id == LedgerEntry.job_id)
-        .where(LedgerEntry.job_id.is_not(None), Reservation.job_id.is_(None))
+        for job_id, state, n_o, n_c, c, o in session.execute(sql.reservations)
     )
+    orphans = session.execute(sql.orphans).scalar()
     if orphans:
         problems.append(f"{orphans} entries name a job that has no reservation")
     return problems
