@@ -121,8 +121,9 @@ class V0038:
             "memory_per_node": max(1, request.memory_gb * 1024 // request.nodes),
             "time_limit": request.time_limit_minutes,
             "current_working_directory": workdir,
-            "standard_output": f"{home.rstrip('/')}/antenna-{request.job_id}.out",
-            "standard_error": f"{home.rstrip('/')}/antenna-{request.job_id}.err",
+            # Named by the site's job id (%j), as the ssh connector names them, so either can serve output.
+            "standard_output": f"{home.rstrip('/')}/antenna-%j.out",
+            "standard_error": f"{home.rstrip('/')}/antenna-%j.err",
             "environment": {"PATH": "/usr/local/bin:/usr/bin:/bin", **request.environment},
         }
         if request.gpus:
@@ -338,7 +339,7 @@ def classify(site: str, message: str, *, default: type[AntennaError] = SiteRejec
     text = " ".join(message.split())[:400]
     lowered = text.lower()
     if "rate limit" in lowered:  # slurmctld's rl_enable: wait, do not retry at once
-        return SiteUnavailable(f"{site}: {text}", retry_after=RATE_LIMIT_WAIT)
+        return SiteUnavailable(f"{site}: {text}", retry_after=RATE_LIMIT_WAIT, rate_limited=True)
     if any(marker in lowered for marker in _UNAVAILABLE):
         return SiteUnavailable(f"{site}: {text}")
     if any(marker in lowered for marker in _AUTH):

@@ -28,6 +28,7 @@ from gateway.connectors.slurm_openapi import (
     needs_accounting,
     retry_after_seconds,
 )
+from gateway.connectors.ssh import SshConnector, SshOptions
 from gateway.errors import ConfigurationError, SiteAuthFailed, SiteRejected, SiteUnavailable
 from gateway.secrets import SecretStore
 
@@ -43,6 +44,9 @@ class SlurmrestdOptions(BaseModel):
     timeout_seconds: float = Field(default=10.0, gt=0)
     key_field: str = Field(default="jwt_key", description="field of the site's credentials holding the key")
     accounting: bool = Field(default=True, description="settle from slurmdbd's records (false: no slurmdbd)")
+    output_ssh: SshOptions | None = Field(
+        default=None, description="the site's login node, to read job output (slurmrestd serves none)"
+    )
 
 
 class SlurmrestdConnector(Connector):
@@ -67,6 +71,9 @@ class SlurmrestdConnector(Connector):
         self.clock = clock
         self.http = http or httpx.AsyncClient(base_url=options.url, timeout=options.timeout_seconds)
         self._tokens: dict[tuple[str, int], tuple[str, float]] = {}
+        self._output = (
+            SshConnector(site, options.output_ssh, secrets=secrets, clock=clock) if options.output_ssh else None
+        )
 
     # --- transport --------------------------------------------------------------------------------
 
@@ -97,7 +104,9 @@ class SlurmrestdConnector(Connector):
             raise SiteUnavailable(f"{self.site}: slurmrestd unreachable ({type(exc).__name__})") from exc
         if response.status_code == 429:
             retry = retry_after_seconds(response.headers.get("Retry-After"))
-            raise SiteUnavailable(f"{self.site}: rate limited by Slurm (retry after {retry} s)", retry_after=retry)
+            raise SiteUnavailable(
+                f"{self.site}: rate limited by Slurm (retry after {retry} s)", retry_after=retry, rate_limited=True
+            )
         if response.status_code == 404 and missing_ok:
             return {}
         if response.status_code in (401, 403):
@@ -176,9 +185,11 @@ class SlurmrestdConnector(Connector):
             raise
 
     async def output(self, *, account: str, site_job_id: str, stream: str) -> str:
-        raise SiteRejected(
-            f"{self.site}: slurmrestd serves no job output; configure the ssh connector for output at this site"
-        )
+        if self._output is None:
+            raise SiteRejected(
+                f"{self.site}: slurmrestd serves no job output and no login node (output_ssh) is configured"
+            )
+        return await self._output.output(account=account, site_job_id=site_job_id, stream=stream)
 
     async def usage(self, *, start: datetime, end: datetime) -> Sequence[UsageRecord]:
         reply = await self._call("GET", self._path("jobs", db=True), self.options.status_account)
@@ -207,3 +218,5 @@ class SlurmrestdConnector(Connector):
 
     async def aclose(self) -> None:
         await self.http.aclose()
+        if self._output is not None:
+            await self._output.aclose()

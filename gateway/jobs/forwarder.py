@@ -4,7 +4,12 @@ An entry is claimed with a lease in a short transaction (PostgreSQL ``FOR UPDATE
 serialises writers), and the site is called only after that transaction has committed, so no row lock is
 ever held across a network call. A crash after the site accepted a job but before we recorded it leaves
 the lease to expire; the next attempt first looks the job up at the site by its stamp and only submits
-if it is not there. Retries are bounded, with exponential backoff, and respect the site's circuit.
+if it is not there. A delivery never outlives half its lease, so two workers never hold one entry.
+
+Each site has its own bounded number of deliveries in flight, so a slow site never holds up the others.
+Retries are bounded, with exponential backoff. While a site's circuit is open (or the site throttled us
+with a 429) nothing is sent to it; when the circuit half-opens ONE health probe goes, not a job, so a
+long outage queues jobs instead of using up their attempts, and the held-back work resumes after the probe.
 """
 
 from __future__ import annotations
@@ -13,18 +18,21 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import Counter
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.clock import Clock
 from gateway.connectors.base import Connector, SiteJobRequest
-from gateway.connectors.health import SiteHealth
+from gateway.connectors.health import SiteHealth, rate_limit_wait
 from gateway.db import Database
 from gateway.errors import AntennaError, SiteRejected, SiteUnavailable
-from gateway.jobs.models import Job, JobState, OutboxEntry
+from gateway.jobs.models import Job, JobEvent, JobState, OutboxEntry
 from gateway.jobs.service import record_transition
 from gateway.ledger import service as ledger
 from gateway.metrics import Metrics
@@ -32,6 +40,7 @@ from gateway.settings import ForwarderSettings
 
 log = logging.getLogger("antenna.forwarder")
 LEASE = timedelta(seconds=120)
+MAX_IN_FLIGHT_PER_SITE = 8
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,8 @@ class Forwarder:
         settings: ForwarderSettings,
         clock: Clock,
         metrics: Metrics,
+        lease: timedelta = LEASE,
+        max_in_flight_per_site: int = MAX_IN_FLIGHT_PER_SITE,
     ) -> None:
         self.db = db
         self.connectors = connectors
@@ -60,32 +71,41 @@ class Forwarder:
         self.settings = settings
         self.clock = clock
         self.metrics = metrics
+        self.lease = lease
+        self.max_in_flight = max_in_flight_per_site
         self.worker = f"fwd-{uuid.uuid4().hex[:8]}"
+        self._in_flight: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()  # set whenever a delivery ends: there may be room for more
 
     # --- claiming (database, short transactions) ---------------------------------------------------
 
-    def _claim(self, session: Session) -> list[Claim]:
+    def _claim(self, session: Session, capacity: Mapping[str, int]) -> list[Claim]:
+        """Lease up to ``capacity[site]`` due entries per site, and any entries of sites no longer configured."""
         now = self.clock.now()
-        open_sites = [s for s in self.connectors if not self.health.allows(s)]
-        query = (
+        due = (
+            OutboxEntry.done_at.is_(None),
+            OutboxEntry.available_at <= now,
+            (OutboxEntry.leased_until.is_(None)) | (OutboxEntry.leased_until < now),
+        )
+        queries = [
+            select(OutboxEntry).where(*due, OutboxEntry.site == site).order_by(OutboxEntry.id).limit(limit)
+            for site, limit in capacity.items()
+            if limit > 0
+        ]
+        queries.append(
             select(OutboxEntry)
-            .where(
-                OutboxEntry.done_at.is_(None),
-                OutboxEntry.available_at <= now,
-                or_(OutboxEntry.leased_until.is_(None), OutboxEntry.leased_until < now),
-            )
+            .where(*due, OutboxEntry.site.not_in(list(self.connectors)))
             .order_by(OutboxEntry.id)
             .limit(self.settings.batch_size)
         )
-        if open_sites:
-            query = query.where(OutboxEntry.site.not_in(open_sites))
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
+        postgres = session.get_bind().dialect.name == "postgresql"
         claims = []
-        for entry in session.scalars(query).all():
-            entry.leased_until, entry.lease_owner = now + LEASE, self.worker
-            entry.attempts += 1
-            claims.append(Claim(entry.id, entry.job_id, entry.site, entry.action, entry.attempts))
+        for query in queries:
+            for entry in session.scalars(query.with_for_update(skip_locked=True) if postgres else query).all():
+                entry.leased_until, entry.lease_owner = now + self.lease, self.worker
+                entry.attempts += 1
+                claims.append(Claim(entry.id, entry.job_id, entry.site, entry.action, entry.attempts))
         return claims
 
     def _request(self, session: Session, claim: Claim) -> tuple[SiteJobRequest | None, str | None]:
@@ -114,11 +134,19 @@ class Forwarder:
         entry = session.get_one(OutboxEntry, claim.entry_id)
         now = self.clock.now()
         entry.done_at, entry.leased_until, entry.last_error = now, None, error[:500]
-        if site_job_id is not None:
-            job = session.get_one(Job, claim.job_id)
-            if job.state == JobState.ACCEPTED.value:
-                job.site_job_id = site_job_id
-                record_transition(session, job, JobState.SUBMITTED, now, f"site job {site_job_id}")
+        if site_job_id is None:
+            return
+        job = session.get_one(Job, claim.job_id)
+        if job.state == JobState.ACCEPTED.value:
+            job.site_job_id = site_job_id
+            record_transition(session, job, JobState.SUBMITTED, now, f"site job {site_job_id}")
+        elif job.state == JobState.CANCELLED.value and job.site_job_id is None:
+            # Cancelled while the submission was in flight: the site has the job, so it must be stopped there.
+            job.site_job_id = site_job_id
+            session.add(OutboxEntry(job_id=job.id, site=job.site, action="cancel", available_at=now, created_at=now))
+            session.add(
+                JobEvent(job_id=job.id, state=job.state, at=now, detail=f"site job {site_job_id} cancelled at the site")
+            )
 
     def _reject(self, session: Session, claim: Claim, reason: str) -> None:
         self._finish(session, claim, error=reason)
@@ -134,50 +162,115 @@ class Forwarder:
         entry.available_at = self.clock.now() + timedelta(seconds=max(delay, retry_after))
         entry.leased_until, entry.last_error = None, error[:500]
 
+    def _release(self, session: Session, claim: Claim) -> None:
+        """Give a claim back untried (the site's circuit closed meanwhile): it costs no attempt."""
+        entry = session.get_one(OutboxEntry, claim.entry_id)
+        entry.attempts = max(0, entry.attempts - 1)
+        entry.leased_until = None
+        entry.available_at = datetime.fromtimestamp(self.health.retry_at(claim.site), UTC)
+
     # --- delivering (network, no transaction open) -------------------------------------------------
 
+    def _capacity(self) -> dict[str, int]:
+        """How many entries each site may take now; probes half-open sites instead of sending them work."""
+        capacity = {}
+        for site in self.connectors:
+            if not self.health.allows(site):
+                continue
+            if self.health.half_open(site):
+                if self.health.acquire(site):
+                    self._spawn(site, self._probe(site))
+                continue
+            capacity[site] = min(self.settings.batch_size, self.max_in_flight - self._in_flight[site])
+        return capacity
+
+    def _spawn(self, site: str, work: Coroutine[Any, Any, None]) -> None:
+        self._in_flight[site] += 1
+
+        async def run() -> None:
+            try:
+                await work
+            except Exception:  # a bug must not stop the forwarder; the lease makes the entry come back
+                log.exception("delivery failed unexpectedly", extra={"site": site})
+            finally:
+                self._in_flight[site] -= 1
+                self._room.set()
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _dispatch(self) -> list[asyncio.Task[None]]:
+        """Claim what there is room for and start delivering it; returns the tasks started."""
+        before = set(self._tasks)
+        capacity = self._capacity()
+        claims = await asyncio.to_thread(self.db.run, lambda s: self._claim(s, capacity))
+        for claim in claims:
+            self._spawn(claim.site, self._deliver(claim))
+        return [t for t in self._tasks if t not in before]
+
     async def run_once(self) -> int:
-        claims = await asyncio.to_thread(self.db.run, self._claim)
-        if claims:
-            await asyncio.gather(*(self._deliver(claim) for claim in claims))
-        return len(claims)
+        """One round: claim, deliver, and wait for those deliveries. Returns the number of entries claimed."""
+        started = await self._dispatch()
+        await asyncio.gather(*started, return_exceptions=True)
+        return len(started)
+
+    async def _probe(self, site: str) -> None:
+        try:
+            await self.connectors[site].health()
+        except AntennaError as exc:
+            self.health.failure(site, exc.detail, retry_after=rate_limit_wait(exc))
+            self.metrics.connector_errors.labels(site, _kind(exc)).inc()
+        else:
+            self.health.success(site)
 
     async def _deliver(self, claim: Claim) -> None:
         connector = self.connectors.get(claim.site)
+        request, site_job_id = await asyncio.to_thread(self.db.run, lambda s: self._request(s, claim))
+        if request is None:
+            await asyncio.to_thread(self.db.run, lambda s: self._finish(s, claim, error="nothing to do"))
+            return
+        if connector is None:
+            await asyncio.to_thread(self.db.run, lambda s: self._reject(s, claim, "the site is no longer configured"))
+            return
+        if not self.health.acquire(claim.site):  # the circuit opened after this entry was claimed
+            await asyncio.to_thread(self.db.run, lambda s: self._release(s, claim))
+            return
         try:
-            request, site_job_id = await asyncio.to_thread(self.db.run, lambda s: self._request(s, claim))
-            if request is None:
-                await asyncio.to_thread(self.db.run, lambda s: self._finish(s, claim, error="nothing to do"))
-                return
-            if connector is None:
-                await asyncio.to_thread(
-                    self.db.run, lambda s: self._reject(s, claim, "the site is no longer configured")
-                )
-                return
             found: str | None = None
-            if claim.action == "submit":
-                if claim.attempts > 1:  # an earlier attempt may have reached the site: never submit twice
-                    found = await connector.find(account=request.account, job_id=request.job_id)
-                found = found or await connector.submit(request)
-            elif site_job_id is not None:
-                await connector.cancel(account=request.account, site_job_id=site_job_id)
-            self.health.success(claim.site)
-            await asyncio.to_thread(self.db.run, lambda s: self._finish(s, claim, site_job_id=found))
-            self.metrics.forwarded.labels(claim.site, claim.action, "delivered").inc()
+            # Never outlive the lease: another worker may take the entry once it expires.
+            async with asyncio.timeout(self.lease.total_seconds() / 2):
+                if claim.action == "submit":
+                    if claim.attempts > 1:  # an earlier attempt may have reached the site: never submit twice
+                        found = await connector.find(account=request.account, job_id=request.job_id)
+                    found = found or await connector.submit(request)
+                elif site_job_id is not None:
+                    await connector.cancel(account=request.account, site_job_id=site_job_id)
         except SiteRejected as exc:
             reason = exc.detail
             log.warning("site refused job", extra={"job_id": claim.job_id, "site": claim.site, "reason": reason})
+            self.health.success(claim.site)  # the site answered
             self.metrics.forwarded.labels(claim.site, claim.action, "rejected").inc()
             self.metrics.connector_errors.labels(claim.site, exc.slug).inc()
             await asyncio.to_thread(self.db.run, lambda s: self._reject(s, claim, reason))
-        except (SiteUnavailable, AntennaError, OSError) as exc:
+            return
+        except (AntennaError, OSError, TimeoutError) as exc:
             await self._transient(claim, exc)
+            return
+        self.health.success(claim.site)
+        await asyncio.to_thread(self.db.run, lambda s: self._finish(s, claim, site_job_id=found))
+        self.metrics.forwarded.labels(claim.site, claim.action, "delivered").inc()
 
     async def _transient(self, claim: Claim, exc: Exception) -> None:
-        detail = exc.detail if isinstance(exc, AntennaError) else f"{type(exc).__name__}: {exc}"
-        retry_after = float(exc.retry_after) if isinstance(exc, SiteUnavailable) else 0.0
-        self.health.failure(claim.site, detail, retry_after=retry_after)
-        self.metrics.connector_errors.labels(claim.site, "unavailable").inc()
+        if isinstance(exc, AntennaError):
+            detail = exc.detail
+        elif isinstance(exc, TimeoutError):
+            detail = f"{claim.site}: no answer within {self.lease.total_seconds() / 2:.0f} s"
+        else:
+            detail = f"{type(exc).__name__}: {exc}"
+        wait = rate_limit_wait(exc)
+        self.health.failure(claim.site, detail, retry_after=wait)
+        self.metrics.connector_errors.labels(claim.site, _kind(exc)).inc()
         if claim.attempts >= self.settings.max_attempts:
             self.metrics.forwarded.labels(claim.site, claim.action, "gave_up").inc()
             reason = f"site unavailable after {claim.attempts} attempts: {detail}"
@@ -186,15 +279,35 @@ class Forwarder:
             return
         self.metrics.forwarded.labels(claim.site, claim.action, "retry").inc()
         log.info("forwarding will retry", extra={"job_id": claim.job_id, "site": claim.site, "error": detail})
-        await asyncio.to_thread(self.db.run, lambda s: self._retry_later(s, claim, detail, retry_after))
+        await asyncio.to_thread(self.db.run, lambda s: self._retry_later(s, claim, detail, wait))
 
-    async def run_forever(self, stop: asyncio.Event) -> None:
+    async def run_forever(self, stop: asyncio.Event, *, grace_seconds: float = 10.0) -> None:
+        """Deliver continuously: new work is claimed as soon as a site has room, without waiting for slow sites."""
+        self._room = asyncio.Event()  # bound to this loop
         while not stop.is_set():
+            self._room.clear()
             try:
-                delivered = await self.run_once()
+                started = await self._dispatch()
             except AntennaError as exc:  # e.g. the database busy: wait and go on
                 log.warning("forwarder cycle failed", extra={"error": exc.detail})
-                delivered = 0
-            if not delivered:
+                started = []
+            if not started:
+                waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._room.wait())]
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self.settings.poll_seconds)
+                    await asyncio.wait(waits, timeout=self.settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waits:
+                    waiter.cancel()
+        if self._tasks:  # let deliveries in flight record their outcome; the lease covers any cut short
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _kind(exc: BaseException) -> str:
+    """The ``kind`` label of antenna_connector_errors."""
+    if rate_limit_wait(exc):
+        return "rate-limited"
+    if isinstance(exc, AntennaError) and not isinstance(exc, SiteUnavailable):
+        return exc.slug
+    return "unavailable"

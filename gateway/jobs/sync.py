@@ -1,8 +1,10 @@
-"""Status sync and settlement: one batched status call per site per cycle, never one per job.
+"""Status sync and settlement: one batched status query per site per cycle, never one per job.
 
-When a job ends, the charge is priced from what the site reports (elapsed × allocated resources) with the
-partition's formula and booked in the same transaction as the job's final state; a job that never
-started is voided. Settlement is idempotent, so several replicas syncing at once are harmless.
+When a job ends, the charge is priced from what the site's accounting reports (elapsed × allocated
+resources) with the partition's formula and booked in the same transaction as the job's final state; a job
+that never started is voided. Settlement is idempotent, so several replicas syncing at once are harmless.
+A site with no active job gets one health probe per cycle instead, so its health stays current; a site
+whose circuit is open is left alone, and a half-open one gets the single probe the breaker allows.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy.orm import Session
 from gateway.billing import from_micro, price
 from gateway.clock import Clock
 from gateway.connectors.base import Connector, SiteJobStatus, SiteState
-from gateway.connectors.health import SiteHealth
+from gateway.connectors.health import SiteHealth, rate_limit_wait
 from gateway.db import Database
 from gateway.errors import AntennaError, SiteUnavailable
 from gateway.jobs.models import Job, JobState
@@ -58,18 +60,25 @@ class StatusSync:
         self.metrics = metrics
 
     async def sync_site(self, site: str) -> int:
-        """One cycle for one site: ONE status call for all its active jobs. Returns jobs updated."""
+        """One cycle for one site: ONE status query for all its active jobs. Returns jobs updated."""
         connector = self.connectors[site]
         jobs = await asyncio.to_thread(
             self.db.run, lambda s: [(j.id, j.site_job_id) for j in active_site_jobs(s, site)]
         )
-        if not jobs:
-            return 0
+        site_job_ids = [sid for _, sid in jobs if sid is not None]
         try:
-            statuses = await connector.statuses([sid for _, sid in jobs if sid is not None])
-        except SiteUnavailable as exc:
-            self.health.failure(site, exc.detail, retry_after=float(exc.retry_after))
+            if not site_job_ids:
+                await connector.health()
+                self.health.success(site)
+                return 0
+            statuses = await connector.statuses(site_job_ids)
+        except AntennaError as exc:
+            wait = rate_limit_wait(exc)
+            self.health.failure(site, exc.detail, retry_after=wait)
             self.metrics.sync_calls.labels(site, "unavailable").inc()
+            kind = "rate-limited" if wait else exc.slug if not isinstance(exc, SiteUnavailable) else "unavailable"
+            self.metrics.connector_errors.labels(site, kind).inc()
+            log.warning("status sync failed", extra={"site": site, "error": exc.detail})
             return 0
         self.health.success(site)
         self.metrics.sync_calls.labels(site, "ok").inc()
@@ -135,7 +144,7 @@ class StatusSync:
             )
 
     async def run_once(self, sites: Sequence[str] | None = None) -> int:
-        names = [s for s in (sites or list(self.connectors)) if self.health.allows(s)]
+        names = [s for s in (sites or list(self.connectors)) if self.health.acquire(s)]
         counts = await asyncio.gather(*(self.sync_site(s) for s in names), return_exceptions=True)
         total = 0
         for site, count in zip(names, counts, strict=True):
