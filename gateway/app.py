@@ -65,7 +65,20 @@ def create_app(
         }
 
     _add_middleware(app, rt)
+    _document_problems(app)
     return app
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Generate the OpenAPI document once, with problem responses under application/problem+json."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = problems.openapi_problem_media_type(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to adjust the document
 
 
 def _add_middleware(app: FastAPI, rt: Runtime) -> None:

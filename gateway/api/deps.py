@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.errors import InvalidToken, RateLimited
 from gateway.identity import Principal, refusal_reason
@@ -19,14 +20,21 @@ def runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 
 
-async def principal(request: Request, rt: RuntimeDep) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+# Declares the scheme in the OpenAPI document; the refusal itself stays ours (a problem, never FastAPI's 403).
+_bearer = HTTPBearer(auto_error=False, description="an access token of the Antenna's identity provider")
+
+
+async def principal(
+    request: Request,
+    rt: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> Principal:
+    token = credentials.credentials.strip() if credentials is not None else ""
+    if not token:
         rt.metrics.token_refusals.labels("missing").inc()
         raise InvalidToken("no bearer token", reason="missing")
     try:
-        who = await rt.verifier.verify(token.strip())
+        who = await rt.verifier.verify(token)
     except InvalidToken as exc:
         reason = refusal_reason(exc)
         rt.metrics.token_refusals.labels(reason).inc()

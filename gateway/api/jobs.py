@@ -12,9 +12,8 @@ from fastapi.responses import PlainTextResponse
 
 from gateway.api.deps import PrincipalDep, RuntimeDep
 from gateway.api.problems import AUTHENTICATED, problem_responses
-from gateway.api.schemas import JobOut, JobPageOut
+from gateway.api.schemas import JobOut, JobPageOut, JobQuery
 from gateway.errors import AntennaError, NotFound, SiteUnavailable
-from gateway.jobs.models import JobState
 from gateway.jobs.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=AUTHENTICATED)
@@ -78,17 +77,14 @@ def submit(
 
 
 @router.get("", response_model=JobPageOut, responses=problem_responses(422))
-def list_jobs(
-    who: PrincipalDep,
-    rt: RuntimeDep,
-    project: Annotated[str | None, Query(max_length=63)] = None,
-    site: Annotated[str | None, Query(max_length=63)] = None,
-    state: JobState | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> JobPageOut:
+def list_jobs(who: PrincipalDep, rt: RuntimeDep, query: Annotated[JobQuery, Query()]) -> JobPageOut:
     page = rt.jobs.list_jobs(
-        who, project=project, site=site, state=state.value if state else None, limit=limit, cursor=cursor
+        who,
+        project=query.project,
+        site=query.site,
+        state=query.state.value if query.state else None,
+        limit=query.limit,
+        cursor=query.cursor,
     )
     return JobPageOut(jobs=[JobOut.of(j) for j in page.jobs], next_cursor=page.next_cursor)
 

@@ -9,13 +9,69 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from gateway.errors import AntennaError, InvalidRequest, InvalidToken, RateLimited, SiteUnavailable
 
 log = logging.getLogger("antenna.api")
 PROBLEM_BASE = "https://antenna.example/problems/"
 MEDIA_TYPE = "application/problem+json"
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document: a stable ``type`` per error, and the members that help act on it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="a stable URI per kind of error")
+    title: str
+    status: int
+    detail: str = Field(description="what went wrong, safe to show")
+    field: str | None = Field(default=None, description="the request field at fault, as the caller wrote it")
+    available: str | None = Field(default=None, description="quota-exceeded: what the allocation has left")
+    price: str | None = Field(default=None, description="quota-exceeded: what the job would cost")
+    unit: str | None = None
+    limit: int | None = Field(default=None, description="payload-too-large: the size limit in bytes")
+    minimum: str | None = Field(default=None, description="conflict: the lowest grant still covering commitments")
+    site: str | None = None
+    project: str | None = None
+    retry_after: int | None = Field(default=None, description="seconds; also sent as Retry-After")
+
+
+_DESCRIPTIONS = {
+    400: "The body is not valid JSON",
+    401: "The bearer token is missing or invalid (WWW-Authenticate says which)",
+    403: "Not allowed: role, membership, account mapping or quota",
+    404: "No such object, or one the caller may not see",
+    409: "The request contradicts the current state, or reuses an Idempotency-Key",
+    413: "The body or the script is over the size limit",
+    422: "A field is invalid; `field` names it",
+    429: "Too many requests; Retry-After says when to try again",
+    503: "A site or the database is unavailable; Retry-After says when to try again",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for problem documents (their media type is set by ``openapi_problem_media_type``)."""
+    return {status: {"model": Problem, "description": _DESCRIPTIONS[status]} for status in statuses}
+
+
+#: What any authenticated operation may answer besides its own success.
+AUTHENTICATED = problem_responses(401, 429, 503)
+
+
+def openapi_problem_media_type(document: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI files every response model under the route's own media type; problems are application/problem+json."""
+    problem_ref = {"$ref": "#/components/schemas/Problem"}
+    for path in document.get("paths", {}).values():
+        for operation in path.values():
+            for response in operation.get("responses", {}).values():
+                content = response.get("content", {})
+                for media_type in [m for m, body in content.items() if body.get("schema") == problem_ref]:
+                    content[MEDIA_TYPE] = content.pop(media_type)
+    return document
 
 
 def problem(status: int, slug: str, title: str, detail: str, **extra: Any) -> JSONResponse:
@@ -59,9 +115,10 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     # The field is named as the caller wrote it (``state``, ``environment.FOO``), like the service's own
     # refusals name theirs; the location (body, query, path, header) is implied by the name.
     loc = [str(p) for p in first["loc"]]
+    where = loc[0] if loc and loc[0] in _LOCATIONS else "body"
     if loc and loc[0] in _LOCATIONS:
         loc = loc[1:]
-    field = ".".join(loc) or "body"
+    field = ".".join(loc) or where
     if first["type"] == "json_invalid":
         return problem(400, "invalid-request", "Malformed request body", "the body is not valid JSON", field="body")
     slug = "invalid-job" if request.url.path == "/v1/jobs" and request.method == "POST" else "invalid-request"
@@ -76,7 +133,20 @@ def _http_error(request: Request, exc: Exception) -> JSONResponse:
     slugs = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}
     extra = {"field": "body"} if exc.status_code == 413 else {}
     title = HTTPStatus(exc.status_code).phrase
-    return problem(exc.status_code, slugs.get(exc.status_code, "http-error"), title, str(exc.detail), **extra)
+    response = problem(exc.status_code, slugs.get(exc.status_code, "http-error"), title, str(exc.detail), **extra)
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405:
+        # RFC 9110: Allow lists every method of the resource; Starlette names only the first route's.
+        response.headers["Allow"] = ", ".join(_allowed_methods(request))
+    return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
 
 
 def install(app: FastAPI) -> None:

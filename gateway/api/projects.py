@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
@@ -13,6 +12,7 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import PlainTextResponse
 
 from gateway.api.deps import PrincipalDep, RuntimeDep
+from gateway.api.problems import AUTHENTICATED, problem_responses
 from gateway.api.schemas import (
     AccountIn,
     AllocationIn,
@@ -22,9 +22,10 @@ from gateway.api.schemas import (
     ProjectBalanceOut,
     UsageLineOut,
     UsageOut,
+    UsageQuery,
 )
 
-router = APIRouter(tags=["projects"])
+router = APIRouter(tags=["projects"], responses=AUTHENTICATED)
 ProjectName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
 SiteName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
 
@@ -39,7 +40,7 @@ def me(who: PrincipalDep, rt: RuntimeDep) -> MeOut:
     )
 
 
-@router.get("/v1/projects/{project}/balance", response_model=ProjectBalanceOut)
+@router.get("/v1/projects/{project}/balance", response_model=ProjectBalanceOut, responses=problem_responses(404, 422))
 def balance(project: ProjectName, who: PrincipalDep, rt: RuntimeDep) -> ProjectBalanceOut:
     now = rt.clock.now()
     return ProjectBalanceOut(project=project, balances=[BalanceOut.of(b, now) for b in rt.jobs.balances(who, project)])
@@ -48,18 +49,16 @@ def balance(project: ProjectName, who: PrincipalDep, rt: RuntimeDep) -> ProjectB
 @router.get(
     "/v1/projects/{project}/usage",
     response_model=UsageOut,
-    responses={200: {"content": {"text/csv": {}}}},
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, **problem_responses(404, 422)},
 )
 def usage(
     project: ProjectName,
     who: PrincipalDep,
     rt: RuntimeDep,
-    site: Annotated[str | None, Query(max_length=63)] = None,
-    start: datetime | None = None,
-    end: datetime | None = None,
+    query: Annotated[UsageQuery, Query()],
     accept: Annotated[str | None, Header()] = None,
 ) -> UsageOut | Response:
-    lines = rt.jobs.usage(who, project, site=site, start=start, end=end)
+    lines = rt.jobs.usage(who, project, site=query.site, start=query.start, end=query.end)
     if accept and "text/csv" in accept:
         out = io.StringIO()
         writer = csv.writer(out)
@@ -84,7 +83,11 @@ def usage(
     return UsageOut(project=project, lines=[UsageLineOut.of(line) for line in lines], totals=dict(totals))
 
 
-@router.put("/v1/projects/{project}/allocations/{site}", response_model=BalanceOut)
+@router.put(
+    "/v1/projects/{project}/allocations/{site}",
+    response_model=BalanceOut,
+    responses=problem_responses(400, 403, 404, 409, 422),
+)
 def put_allocation(
     project: ProjectName, site: SiteName, body: AllocationIn, who: PrincipalDep, rt: RuntimeDep
 ) -> BalanceOut:
@@ -102,7 +105,11 @@ def put_allocation(
     return BalanceOut.of(balance, rt.clock.now())
 
 
-@router.put("/v1/people/{person}/accounts/{site}", status_code=status.HTTP_204_NO_CONTENT)
+@router.put(
+    "/v1/people/{person}/accounts/{site}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(400, 403, 404, 422),
+)
 def put_account(
     person: Annotated[str, Path(min_length=1, max_length=255)],
     site: SiteName,

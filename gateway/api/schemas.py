@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
+from gateway.jobs.models import JobState
 from gateway.jobs.service import JobView
 from gateway.ledger.service import Balance, UsageLine
 
 Amount = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str)]
+
+
+def _iso_8601_only(value: object) -> object:
+    # pydantic also reads numbers as Unix times: `start=0.5` would silently mean 1970.
+    if not isinstance(value, datetime) and not (isinstance(value, str) and _ISO_DATE.match(value)):
+        raise ValueError("use an ISO 8601 date-time, e.g. 2026-03-01T00:00:00Z")
+    return value
+
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_8601_only)]
 
 
 class _Out(BaseModel):
@@ -156,8 +169,8 @@ class AllocationIn(BaseModel):
 
     amount: Decimal = Field(ge=0, max_digits=18, decimal_places=6)
     unit: str = Field(min_length=1, max_length=32)
-    start: datetime
-    end: datetime
+    start: IsoDateTime
+    end: IsoDateTime
     project_account: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     reason: str = Field(default="", max_length=500)
 
@@ -171,3 +184,22 @@ class AccountIn(BaseModel):
 class HealthOut(_Out):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class _Query(BaseModel):
+    # An unknown parameter is refused, not ignored: `?stat=running` must not quietly list every job.
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobQuery(_Query):
+    project: str | None = Field(default=None, max_length=63)
+    site: str | None = Field(default=None, max_length=63)
+    state: JobState | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = Field(default=None, max_length=512, description="next_cursor of the previous page")
+
+
+class UsageQuery(_Query):
+    site: str | None = Field(default=None, max_length=63)
+    start: IsoDateTime | None = Field(default=None, description="charges dated at or after this")
+    end: IsoDateTime | None = Field(default=None, description="charges dated before this")

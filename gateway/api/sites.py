@@ -7,13 +7,14 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.api.deps import PrincipalDep, RuntimeDep
+from gateway.api.problems import AUTHENTICATED
 from gateway.api.schemas import HealthOut, PartitionOut, SiteOut
 from gateway.errors import AntennaError
 
 router = APIRouter()
 
 
-@router.get("/v1/sites", response_model=list[SiteOut], tags=["sites"])
+@router.get("/v1/sites", response_model=list[SiteOut], tags=["sites"], responses=AUTHENTICATED)
 def sites(who: PrincipalDep, rt: RuntimeDep) -> list[SiteOut]:
     out = []
     for name, site in rt.settings.sites.items():

@@ -15,14 +15,17 @@ import functools
 import hashlib
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
@@ -104,7 +107,7 @@ def gateway_settings(
     data_dir: Path, issuer: str, *, database_url: str | None = None, **sections: dict[str, Any]
 ) -> Settings:
     """Settings for a test gateway: one ``local`` site shaped like ``antenna dev``'s, no background tasks."""
-    site = dev_site()
+    site = {**dev_site(), **sections.pop("site", {})}
     site["options"] = sections.pop("site_options", {})
     database: dict[str, Any] = {"url": database_url}
     if database_url is None:
@@ -226,6 +229,22 @@ class Gateway:
         raise AssertionError(f"job {job_id} never reached {states}; last state {job['state']}")
 
 
+def build_app(
+    data_dir: Path,
+    issuer: str,
+    *,
+    clock: Clock | None = None,
+    database_url: str | None = None,
+    **sections: dict[str, Any],
+) -> FastAPI:
+    """The app, trusting ``issuer`` through its key set over HTTP. The caller closes ``app.state.runtime``."""
+    settings = gateway_settings(data_dir, issuer, database_url=database_url, **sections)
+    clock = clock or SystemClock()
+    http = httpx.AsyncClient()
+    keys = KeySetCache.from_settings(settings.oidc, http=http, clock=clock)
+    return create_app(settings, dev=DevMode(issuer=_dev_issuer(), data_dir=data_dir), keys=keys, clock=clock, http=http)
+
+
 @asynccontextmanager
 async def open_gateway(
     data_dir: Path,
@@ -236,11 +255,7 @@ async def open_gateway(
     seed: bool = True,
     **sections: dict[str, Any],
 ) -> AsyncIterator[Gateway]:
-    settings = gateway_settings(data_dir, idp.issuer, database_url=database_url, **sections)
-    clock = clock or SystemClock()
-    http = httpx.AsyncClient()
-    keys = KeySetCache.from_settings(settings.oidc, http=http, clock=clock)
-    app = create_app(settings, dev=DevMode(issuer=_dev_issuer(), data_dir=data_dir), keys=keys, clock=clock, http=http)
+    app = build_app(data_dir, idp.issuer, clock=clock, database_url=database_url, **sections)
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
@@ -254,3 +269,24 @@ async def open_gateway(
 
 def utc(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port in a thread (lifespan included); yields its URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    for _ in range(3000):  # bounded wait for the start-up (key set fetch included)
+        if server.started or not thread.is_alive():
+            break
+        time.sleep(0.01)
+    if not server.started:
+        server.should_exit = True
+        raise AssertionError("the gateway did not start")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -283,8 +283,9 @@ async def test_readyz_reports_each_dependency(bare_gw: Gateway) -> None:
     assert isinstance(secrets, FakeSecretStore)
     secrets.set_unavailable()
     sealed = await gw.client.get("/readyz")
-    assert sealed.status_code == 503
-    assert sealed.json()["checks"]["secrets"] != "ok"
+    # Degraded, not unready: cached credentials still serve, and a Vault outage must not empty the pool.
+    assert sealed.status_code == 200
+    assert sealed.json()["checks"]["secrets"].startswith("degraded")
 
 
 async def test_readyz_is_not_ready_when_the_idp_never_answered(tmp_path: Path, test_idp: LoopbackIdP) -> None:
