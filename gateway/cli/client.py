@@ -82,6 +82,18 @@ def device_login(
 ) -> Profile:
     """OAuth 2.0 device authorization grant (RFC 8628) against the issuer the gateway names."""
     client = http or httpx.Client(timeout=10)
+    try:
+        return _device_flow(client, url, show=show, sleep=sleep)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot complete the sign-in: {exc}") from exc
+    finally:
+        if http is None:  # ours: close its connections
+            client.close()
+
+
+def _device_flow(
+    client: httpx.Client, url: str, *, show: Callable[[str, str], None], sleep: Callable[[float], None]
+) -> Profile:
     config = _json(client.get(f"{url.rstrip('/')}/.well-known/antenna-configuration"))
     issuer, client_id = config["issuer"], config["client_id"]
     discovery = _json(client.get(f"{issuer.rstrip('/')}/.well-known/openid-configuration"))
@@ -142,10 +154,13 @@ class ApiClient:
     def _token(self) -> str:
         p = self.profile
         if p.refresh_token and p.token_endpoint and p.expires_at - time.time() < 30:
-            reply = self.http.post(
-                p.token_endpoint,
-                data={"grant_type": "refresh_token", "refresh_token": p.refresh_token, "client_id": p.client_id},
-            )
+            try:
+                reply = self.http.post(
+                    p.token_endpoint,
+                    data={"grant_type": "refresh_token", "refresh_token": p.refresh_token, "client_id": p.client_id},
+                )
+            except httpx.HTTPError as exc:
+                raise CliError(f"cannot reach the identity provider to refresh your session: {exc}") from exc
             if reply.status_code != 200:
                 raise CliError("your session has expired: run `antenna login`", status=401)
             self.profile = _profile_from_tokens(p.url, p.issuer, p.client_id, p.token_endpoint, reply.json())

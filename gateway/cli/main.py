@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -15,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from gateway.cli.client import ApiClient, CliError, Profile, device_login, load_profile, profile_path, save_profile
@@ -59,7 +63,7 @@ def _session(url: str | None) -> Iterator[ApiClient]:
 
 
 def _fail(exc: CliError) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc}")
+    err.print(f"[red]error:[/red] {escape(str(exc))}")
     if exc.problem.get("type", "").endswith("quota-exceeded"):
         err.print(
             f"  available {exc.problem.get('available')} {exc.problem.get('unit')}, "
@@ -95,13 +99,39 @@ def serve(config: ConfigOpt = None, host: str = "0.0.0.0", port: int = 8000) -> 
     from gateway.settings import load_settings
 
     try:
+        _refuse_dev_switch()
         settings = load_settings(config)
         configure_logging(settings.logging)
         application = create_app(settings)
     except (ConfigurationError, AntennaError) as exc:
-        err.print(f"[red]refusing to start:[/red]\n{exc.detail}")
+        err.print(f"[red]refusing to start:[/red]\n{escape(exc.detail)}")
         raise typer.Exit(EXIT_FAILED) from exc
     uvicorn.run(application, host=host, port=port, log_config=None, proxy_headers=True)
+
+
+def _cli_for_another_terminal() -> str:
+    """``antenna`` if a new terminal finds it on its PATH; else this script's full path.
+
+    ``uv run`` (what ``make dev`` uses) puts the project's environment first on the PATH of this process
+    only, so the bare name would not be found from a second terminal.
+    """
+    venv_bin = str(Path(sys.prefix) / "bin")
+    plain_path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    if shutil.which("antenna", path=plain_path):
+        return "antenna"
+    return shlex.quote(shutil.which("antenna") or str(Path(venv_bin) / "antenna"))
+
+
+_DEV_SWITCH = re.compile(r"^ANTENNA_DEV(ELOPMENT)?(_?MODE)?$", re.IGNORECASE)
+
+
+def _refuse_dev_switch() -> None:
+    """Development mode is not a setting: a variable that looks like a switch for it is refused, never ignored."""
+    for name in sorted(os.environ):
+        if _DEV_SWITCH.match(name):
+            raise ConfigurationError(
+                f"{name}: development mode cannot be enabled by configuration; only `antenna dev` runs it"
+            )
 
 
 @app.command()
@@ -133,13 +163,14 @@ def dev(
     job = setup.mode.data_dir / "job.sh"
     job.write_text(EXAMPLE_JOB)
     site = next(iter(setup.settings.sites))
+    cli = _cli_for_another_terminal()
     # Plain prints: the commands must stay on one line each, to be copied as printed.
     print(f"Antenna (development) at {setup.url}   logs: {setup.mode.data_dir / 'gateway.log'}")
     print(f"token (also saved for the CLI in {profile_path()}):\n{token}\n")
     print("Try, from another terminal:")
-    print(f"  antenna submit --site {site} --project {DEMO_PROJECT} --partition small {job} --wait")
-    print(f"  antenna balance --project {DEMO_PROJECT}")
-    print("  antenna jobs")
+    print(f"  {cli} submit --site {site} --project {DEMO_PROJECT} --partition small {shlex.quote(str(job))} --wait")
+    print(f"  {cli} balance --project {DEMO_PROJECT}")
+    print(f"  {cli} jobs")
     sys.stdout.flush()
     uvicorn.run(create_app(setup.settings, dev=setup.mode, runtime=runtime), host=host, port=port, log_config=None)
 
@@ -423,11 +454,13 @@ def config_check(
     from gateway.settings import load_settings
 
     try:
+        if not dev_only:
+            _refuse_dev_switch()
         settings = load_settings(file)
         if not dev_only:
             settings.check_production()
     except ConfigurationError as exc:
-        err.print(f"[red]{file}: invalid[/red]\n{exc.detail}")
+        err.print(f"[red]{escape(str(file))}: invalid[/red]\n{escape(exc.detail)}")
         raise typer.Exit(EXIT_REFUSED) from exc
     out.print(f"{file}: ok ({len(settings.sites)} sites)")
 

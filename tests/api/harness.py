@@ -111,6 +111,7 @@ def gateway_settings(
     site["options"] = sections.pop("site_options", {})
     database: dict[str, Any] = {"url": database_url}
     if database_url is None:
+        data_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(_migrated_template(), data_dir / "antenna.db")
         database = {"url": f"sqlite:///{data_dir / 'antenna.db'}", "migrate_on_start": False}
     values: dict[str, Any] = {

@@ -1,0 +1,90 @@
+"""``antenna config check FILE``: the shipped example passes; a broken file fails and names the offending key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gateway.cli.main import app as antenna
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "sites.example.yaml"
+
+PARTITION = """
+      small:
+        billing: {kind: whole_node, unit: node-hours, rate_per_node: 1}
+        max_time_minutes: 60
+        cores_per_node: 128
+        memory_gb_per_node: 256"""
+
+
+NO_TIME_LIMIT = """
+      small:
+        billing: {kind: whole_node, unit: node-hours, rate_per_node: 1}
+        cores_per_node: 1
+        memory_gb_per_node: 1"""
+
+
+def site(
+    connector: str = "slurmrestd", options: str = "{url: 'https://slurm.example:6820'}", partition: str = ""
+) -> str:
+    body = f"    connector: {connector}\n    options: {options}\n    partitions:{partition or PARTITION}\n"
+    return "sites:\n  lumi:\n" + body
+
+
+def check(path: Path, *extra: str, env: dict[str, str | None] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(antenna, ["config", "check", str(path), *extra], env={"COLUMNS": "300", **(env or {})})
+    return result.exit_code, result.output
+
+
+def test_the_shipped_example_passes() -> None:
+    code, output = check(EXAMPLE)
+    assert code == 0, output
+    assert "ok (3 sites)" in output
+
+
+BROKEN = {
+    "unknown-top-level-key": ("dev: true\n" + site(), "dev:"),
+    "http-issuer": ("oidc: {issuer: 'http://keycloak.example/realms/antenna'}\n" + site(), "oidc.issuer:"),
+    "acceptance-myaccessid": ("oidc: {issuer: 'https://proxy.acc.myaccessid.org'}\n" + site(), "oidc.issuer:"),
+    "unknown-connector": (site(connector="warp"), "sites.lumi.connector:"),
+    "local-connector-in-production": (site(connector="local"), "sites.lumi.connector:"),
+    "secret-in-the-file": (site(options="{client_secret: s3cr3t-value}"), "sites.lumi.options.client_secret:"),
+    "placeholder-value": (site(options="{url: changeme}"), "sites.lumi.options.url:"),
+    "password-in-database-url": (
+        "database: {url: 'postgresql+psycopg://gw:hunter2@db/antenna'}\n" + site(),
+        "database.url:",
+    ),
+    "partition-without-time-limit": (site(partition=NO_TIME_LIMIT), "sites.lumi.partitions.small.max_time_minutes:"),
+    "wrong-type": ("limits: {script_max_bytes: lots}\n" + site(), "limits.script_max_bytes:"),
+    "markup-in-a-value-shown-as-written": (site(connector="'[bold]warp'"), "'[bold]warp'"),
+}
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_a_broken_file_fails_naming_the_key(tmp_path: Path, name: str) -> None:
+    text, key = BROKEN[name]
+    path = tmp_path / "antenna.yaml"
+    path.write_text(text)
+    code, output = check(path)
+    assert code != 0
+    assert "invalid" in output
+    assert key in output, output
+    assert "hunter2" not in output  # a refused secret is not echoed back
+    assert "s3cr3t-value" not in output
+
+
+def test_a_file_that_is_not_yaml_fails_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "antenna.yaml"
+    path.write_text("sites: [unclosed\n")
+    code, output = check(path)
+    assert code != 0
+    assert "antenna.yaml" in output
+
+
+@pytest.mark.parametrize("variable", ["ANTENNA_DEV", "ANTENNA_DEV_MODE", "antenna_development"])
+def test_a_dev_mode_variable_is_refused_naming_it(variable: str) -> None:
+    code, output = check(EXAMPLE, env={variable: "true"})
+    assert code != 0
+    assert f"{variable}: development mode cannot be enabled by configuration" in output
