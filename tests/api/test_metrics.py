@@ -43,6 +43,7 @@ async def _scrape(gw: Gateway) -> str:
     return r.text
 
 
+@pytest.mark.integration
 async def test_promtool_accepts_the_exposition(gw: Gateway, promtool: Path) -> None:
     await _whole_run(gw)
     text = await _scrape(gw)

@@ -1,6 +1,9 @@
 """``antenna login``: the device authorization grant against an issuer the tests run (discovery, device
 endpoint, token endpoint that answers ``authorization_pending`` before it issues), tokens kept in a profile
 readable by its owner only, refreshed before they expire, and a clear exit code when the session is over.
+
+Keycloak cannot run here, so its device endpoint is played by tests/cli/device_issuer.py, which follows
+RFC 8628 and Keycloak's endpoint layout; the gateway verifies the tokens it issues through its JWKS.
 """
 
 from __future__ import annotations

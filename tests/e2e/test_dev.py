@@ -77,7 +77,8 @@ def dev_server(tmp_path: Path, cli_env: dict[str, str]) -> Iterator[tuple[DevSer
         env=cli_env,
     )
     server = DevServer(process)
-    threading.Thread(target=server.pump, daemon=True).start()
+    pump = threading.Thread(target=server.pump, daemon=True)
+    pump.start()
     try:
         yield server, port
     finally:
@@ -87,6 +88,9 @@ def dev_server(tmp_path: Path, cli_env: dict[str, str]) -> Iterator[tuple[DevSer
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        pump.join(timeout=10)  # it ends at the output's end of file
+        assert process.stdout is not None
+        process.stdout.close()
 
 
 def wait_until_serving(server: DevServer, url: str) -> None:
