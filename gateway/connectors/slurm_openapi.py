@@ -347,3 +347,13 @@ def classify(site: str, message: str, *, default: type[AntennaError] = SiteRejec
     if any(marker in lowered for marker in _REJECTIONS):
         return SiteRejected(f"{site}: {text}")
     return default(f"{site}: {text}")
+
+
+def explained(exc: SiteRejected, request: SiteJobRequest) -> SiteRejected:
+    """A submission refusal with what the person needs to act on it: which accounts and partition it was for."""
+    if isinstance(exc, SiteAuthFailed) or "invalid account" not in exc.detail.lower():
+        return exc
+    return SiteRejected(
+        f"{exc.detail}: the site account {request.account} is not associated with the project's Slurm account "
+        f"{request.project_account} on partition {request.partition}"
+    )

@@ -24,6 +24,7 @@ from gateway.connectors.slurm_openapi import (
     VERSIONS,
     SlurmApi,
     classify,
+    explained,
     merge_statuses,
     needs_accounting,
     retry_after_seconds,
@@ -139,7 +140,10 @@ class SlurmrestdConnector(Connector):
     async def submit(self, request: SiteJobRequest) -> str:
         home = self.options.home_template.format(account=request.account)
         body = self.api.submit_body(request, home=home)
-        reply = await self._call("POST", self._path("job/submit"), request.account, json=body)
+        try:
+            reply = await self._call("POST", self._path("job/submit"), request.account, json=body)
+        except SiteRejected as exc:
+            raise explained(exc, request) from exc
         return self.api.parse_submit(reply)
 
     async def find(self, *, account: str, job_id: str) -> str | None:

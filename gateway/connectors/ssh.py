@@ -27,7 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.clock import Clock
 from gateway.connectors.base import STAMP_PREFIX, Connector, SiteJobRequest, SiteJobStatus, UsageRecord, stamp
-from gateway.connectors.slurm_openapi import VERSIONS, SlurmApi, classify, merge_statuses, needs_accounting
+from gateway.connectors.slurm_openapi import (
+    VERSIONS,
+    SlurmApi,
+    classify,
+    explained,
+    merge_statuses,
+    needs_accounting,
+)
 from gateway.errors import AntennaError, ConfigurationError, NotFound, SiteAuthFailed, SiteRejected, SiteUnavailable
 from gateway.secrets import SecretStore
 
@@ -302,7 +309,12 @@ class SshConnector(Connector):
         return argv
 
     async def submit(self, request: SiteJobRequest) -> str:
-        out = await self._run(request.account, self.sbatch_argv(request), stdin=request.script, default=SiteRejected)
+        try:
+            out = await self._run(
+                request.account, self.sbatch_argv(request), stdin=request.script, default=SiteRejected
+            )
+        except SiteRejected as exc:
+            raise explained(exc, request) from exc
         site_job_id = out.strip().split(";", 1)[0]
         if not _JOB_ID.match(site_job_id):
             raise SiteUnavailable(f"{self.site}: sbatch printed no job id")

@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -126,6 +126,7 @@ class StackGateway:
     client: httpx.AsyncClient
     stack: SlurmStack
     secrets: FakeSecretStore
+    owners: dict[str, str] = field(default_factory=dict)  # job id → the person who submitted it
 
     @property
     def rt(self) -> Runtime:
@@ -173,10 +174,11 @@ class StackGateway:
         r = await self.post_job(who, **spec)
         assert r.status_code == 202, r.text
         job: dict[str, Any] = r.json()
+        self.owners[job["id"]] = who
         return job
 
-    async def job(self, job_id: str, who: str = ALICE) -> dict[str, Any]:
-        r = await self.client.get(f"/v1/jobs/{job_id}", headers=self.auth(who))
+    async def job(self, job_id: str, who: str | None = None) -> dict[str, Any]:
+        r = await self.client.get(f"/v1/jobs/{job_id}", headers=self.auth(who or self.owners.get(job_id, ALICE)))
         assert r.status_code == 200, r.text
         data: dict[str, Any] = r.json()
         return data
