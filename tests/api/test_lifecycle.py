@@ -105,10 +105,10 @@ async def test_a_job_over_its_time_limit_ends_timeout_and_is_charged_for_the_tim
 
 
 async def test_a_running_job_cancelled_is_charged_for_what_it_ran(gw: Gateway) -> None:
-    script = "#!/bin/bash\necho started\nsleep 1.5\necho ticking\nsleep 60\n"
+    script = "#!/bin/bash\necho started\nsleep 2\necho ticking\nsleep 60\n"
     job = await gw.submit(ALICE, script=script)
     await gw.drive_until(job["id"], {"running"})
-    for _ in range(400):  # until the job has run at least 1.5 s (bounded by rounds, not timed)
+    for _ in range(400):  # until the job has run at least 2 s (bounded by rounds, not timed)
         out = await gw.client.get(f"/v1/jobs/{job['id']}/output", headers=gw.auth(ALICE))
         if "ticking" in out.text:
             break
