@@ -3,7 +3,8 @@
 Amounts are integer micro-units of the site's unit (see ``gateway.billing``). Every entry moves an amount
 from a debit account to a credit account, in one of two layers: ``pending`` (reservations) or ``posted``
 (grants, charges). Allocation accounts cache granted / reserved / charged so a reservation is one
-conditional UPDATE; the database itself refuses a row where reserved + charged would exceed granted.
+conditional UPDATE; the database itself refuses a row where reserved + charged would exceed granted,
+and refuses to delete an account or change what it is.
 Counterparty accounts (the allocator, the site's usage sink) keep no cache, so no row is hot across
 projects; their balances are derived from the entries.
 """
@@ -16,7 +17,6 @@ from enum import StrEnum
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
-    ForeignKey,
     Index,
     Integer,
     String,
@@ -94,8 +94,13 @@ class LedgerEntry(Base):
     key: Mapped[str] = mapped_column(String(200), unique=True)  # idempotency: one entry per key, ever
     kind: Mapped[str] = mapped_column(String(16))
     layer: Mapped[str] = mapped_column(String(8))
-    debit_account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"), index=True)
-    credit_account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"), index=True)
+    # No FOREIGN KEY to ledger_accounts, on purpose (here and in Reservation): a foreign key makes every
+    # in-flight reservation take a key-share lock on its allocation row, which on a hot allocation becomes
+    # a new multixact per reservation (measured several times slower). Accounts cannot be deleted nor
+    # change identity (triggers in the first migration), ids are always read from ledger_accounts in the
+    # same statement, and check_invariants reports any reference to a missing account.
+    debit_account_id: Mapped[int] = mapped_column(Id, index=True)
+    credit_account_id: Mapped[int] = mapped_column(Id, index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     job_id: Mapped[str | None] = mapped_column(String(64), index=True)
     person: Mapped[str | None] = mapped_column(String(255))
@@ -116,7 +121,7 @@ class Reservation(Base):
     __tablename__ = "ledger_reservations"
 
     job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"), index=True)
+    account_id: Mapped[int] = mapped_column(Id, index=True)  # no foreign key: see LedgerEntry
     person: Mapped[str] = mapped_column(String(255))
     amount: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(16), default=ReservationState.PENDING.value)

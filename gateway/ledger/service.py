@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,8 +25,24 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, NoReturn
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, insert, literal, or_, select, union_all, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    and_,
+    bindparam,
+    event,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.orm import Session, aliased
 
 from gateway.billing import from_micro, to_micro
@@ -174,8 +191,8 @@ def _account(
 ) -> LedgerAccount:
     identity = {"kind": kind.value, "project": project, "site": site, "unit": unit, "period_start": start}
     query = select(LedgerAccount).filter_by(**identity).execution_options(populate_existing=True)
-    if lock:
-        query = query.with_for_update()
+    if lock:  # NO KEY UPDATE: excludes other writers, not the key-share locks of in-flight entries' FKs
+        query = query.with_for_update(key_share=True)
     found = session.scalars(query).first()
     if found is not None:
         return found
@@ -262,6 +279,7 @@ def set_allocation(
     if start >= end:
         raise InvalidRequest("the period must end after it starts", field="end")
     target = _micro(amount, "amount")
+    _reservations_now(session)
     # Serialise grants per (site, unit): overlap checks and period moves cannot race each other.
     _counterparty(session, AccountKind.ALLOCATOR, site, unit, lock=True)
     _counterparty(session, AccountKind.USAGE, site, unit)  # reservations book against it
@@ -273,7 +291,10 @@ def set_allocation(
         "period_start": start,
     }
     account = session.scalars(
-        select(LedgerAccount).filter_by(**identity).with_for_update().execution_options(populate_existing=True)
+        select(LedgerAccount)
+        .filter_by(**identity)
+        .with_for_update(key_share=True)  # FOR NO KEY UPDATE, as above
+        .execution_options(populate_existing=True)
     ).first()
     _refuse_overlap(
         session,
@@ -328,6 +349,7 @@ def top_up(
 ) -> Balance:
     """Add ``amount`` (negative to reduce) to the allocation active at ``at``, without a read-modify-write race."""
     delta = _micro(amount, "amount")
+    _reservations_now(session)
     _counterparty(session, AccountKind.ALLOCATOR, site, unit, lock=True)
     account = _active_allocation(session, project=project, site=site, unit=unit, at=at)
     if account is None:
@@ -445,16 +467,17 @@ def reserve(
 ) -> ReservationResult:
     """Reserve ``amount`` for ``job_id`` if and only if the allocation active at ``at`` can cover it.
 
-    One conditional UPDATE: the availability test and the write are one statement, so concurrent
-    reservations (threads, processes, replicas) can never overdraw; no lock outlives the transaction.
+    The availability test and the write are one conditional UPDATE, so concurrent reservations (threads,
+    processes, replicas) can never overdraw. On SQLite it runs here, under the database lock the
+    transaction took with BEGIN IMMEDIATE. On PostgreSQL it runs at COMMIT (a deferred constraint trigger,
+    see the first migration): the allocation row is locked only while the commit is written, never across
+    a round trip to the client or the rest of the caller's transaction. Here, the allocation is checked
+    against the last committed state, so a refusal is usually raised at once; a reservation that loses a
+    race for the last units is refused at commit, and the commit raises QuotaExceeded (or
+    NoActiveAllocation) instead of a database error. Either way nothing of the transaction remains.
     Replaying the same job id returns the original reservation (Conflict if it differs).
     """
     micro = _micro(amount, "amount")
-    existing = session.execute(_statements().replay, {"p_job_id": job_id}).first()
-    if existing is not None:
-        if (existing.project, existing.site, existing.unit, existing.amount) != (project, site, unit, micro):
-            raise Conflict(f"job {job_id} already holds a different reservation", field="job_id")
-        return ReservationResult(job_id, from_micro(existing.amount), unit, existing.period_start, replayed=True)
     if micro <= 0:
         raise InvalidRequest("a job must cost something to reserve", field="time_limit")
     params = {
@@ -467,21 +490,33 @@ def reserve(
         "p_person": person,
         "p_actor": person[:255],
         "p_key": f"reserve:{job_id}",
+        "p_epoch": EPOCH,
     }
-    if session.get_bind().dialect.name == "postgresql":
-        # The conditional UPDATE and both INSERTs in one statement: all three rows or none, and the
-        # allocation row is locked only from here to the commit.
-        row = session.execute(_statements().reserve_all, {**params, "p_epoch": EPOCH}).first()
+    sql = _statements()
+    conn = session.connection()  # Core execution: the ORM adds nothing here but time
+    if conn.dialect.name == "postgresql":
+        # One statement: the replay lookup, the check against committed state and both INSERTs; the
+        # allocation's UPDATE follows at commit.
+        _translate_refusals(conn.engine)
+        row = conn.execute(sql.reserve_all, params).first()
     else:
         # SQLite: the transaction holds the database's write lock (BEGIN IMMEDIATE); steps cannot interleave.
-        row = session.execute(_statements().take, params).first()
-        if row is not None:
+        row = conn.execute(sql.replay, params).first()
+        if row is None and (taken := conn.execute(sql.take, params).first()) is not None:
             usage = _counterparty(session, AccountKind.USAGE, site, unit).id
-            session.execute(_statements().add_reservation, {**params, "p_account_id": row.id})
-            session.execute(_statements().add_reserve_entry, {**params, "p_account_id": row.id, "p_usage_id": usage})
+            conn.execute(sql.add_reservation, {**params, "p_account_id": taken.id})
+            conn.execute(sql.add_reserve_entry, {**params, "p_account_id": taken.id, "p_usage_id": usage})
+            row = conn.execute(sql.replay, params).first()
+            replayed = False
+        else:
+            replayed = True
     if row is None:
         _explain_refusal(session, project=project, site=site, unit=unit, amount=from_micro(micro), at=at)
-    return ReservationResult(job_id, from_micro(micro), unit, row.period_start, replayed=False)
+    if conn.dialect.name == "postgresql":
+        replayed = row.how == "prior"
+    if replayed and (row.project, row.site, row.unit, row.amount) != (project, site, unit, micro):
+        raise Conflict(f"job {job_id} already holds a different reservation", field="job_id")
+    return ReservationResult(job_id, from_micro(row.amount), unit, row.period_start, replayed=replayed)
 
 
 @dataclass(frozen=True)
@@ -538,7 +573,23 @@ def _statements() -> _Statements:
         "effective_at": _param(LedgerEntry, "effective_at", "p_at"),
         "recorded_at": _param(LedgerEntry, "recorded_at", "p_at"),
     }
-    acc = take.cte("acc")
+    replay = (
+        select(
+            Reservation.amount,
+            LedgerAccount.project,
+            LedgerAccount.site,
+            LedgerAccount.unit,
+            LedgerAccount.period_start,
+        )
+        .join(LedgerAccount, LedgerAccount.id == Reservation.account_id)
+        .where(Reservation.job_id == bindparam("p_job_id"))
+    )
+    prior = replay.cte("prior")
+    acc = (
+        select(LedgerAccount.id, LedgerAccount.period_start)
+        .where(*active, ~exists(select(literal(1)).select_from(prior)))
+        .cte("acc")
+    )
     usage_id = (
         select(LedgerAccount.id)
         .where(
@@ -557,25 +608,66 @@ def _statements() -> _Statements:
         ["debit_account_id", "credit_account_id", *entry_columns],
         select(acc.c.id, usage_id, *entry_columns.values()),
     )
-    return _Statements(
-        replay=(
-            select(
-                Reservation.amount,
-                LedgerAccount.project,
-                LedgerAccount.site,
-                LedgerAccount.unit,
-                LedgerAccount.period_start,
-            )
-            .join(LedgerAccount, LedgerAccount.id == Reservation.account_id)
-            .where(Reservation.job_id == bindparam("p_job_id"))
+    outcome = union_all(
+        select(
+            literal("new").label("how"),
+            _param(Reservation, "amount", "p_micro").label("amount"),
+            bindparam("p_project").label("project"),
+            bindparam("p_site").label("site"),
+            bindparam("p_unit").label("unit"),
+            acc.c.period_start,
         ),
+        select(
+            literal("prior").label("how"),
+            prior.c.amount,
+            prior.c.project,
+            prior.c.site,
+            prior.c.unit,
+            prior.c.period_start,
+        ),
+    )
+    return _Statements(
+        replay=replay,
         take=take,
         add_reservation=insert(Reservation).values(account_id=bindparam("p_account_id"), **reservation_columns),
         add_reserve_entry=insert(LedgerEntry).values(
             debit_account_id=bindparam("p_account_id"), credit_account_id=bindparam("p_usage_id"), **entry_columns
         ),
-        reserve_all=select(acc.c.id, acc.c.period_start).add_cte(res_cte.cte("res")).add_cte(ent_cte.cte("ent")),
+        reserve_all=outcome.add_cte(res_cte.cte("res")).add_cte(ent_cte.cte("ent")),
     )
+
+
+def _translate_refusals(engine: Engine) -> None:
+    """Make the engine raise the ledger's errors for a reservation refused at commit (PostgreSQL)."""
+    if not event.contains(engine, "handle_error", _refusal_at_commit):
+        event.listen(engine, "handle_error", _refusal_at_commit)
+
+
+def _refusal_at_commit(context: ExceptionContext) -> BaseException | None:
+    code = getattr(context.original_exception, "sqlstate", None)
+    if code not in ("AN001", "AN002"):
+        return None
+    diag = getattr(context.original_exception, "diag", None)
+    detail = json.loads(getattr(diag, "message_detail", None) or "{}")
+    project, site, unit = detail.get("project", "?"), detail.get("site", "?"), detail.get("unit", "?")
+    if code == "AN002":
+        return NoActiveAllocation(
+            f"project {project} has no active {unit} allocation at {site}", project=project, site=site, unit=unit
+        )
+    available, price = from_micro(int(detail.get("available", 0))), from_micro(int(detail.get("price", 0)))
+    return QuotaExceeded(
+        f"the job costs {price} {unit} but project {project} has {available} {unit} available at {site}",
+        available=available,
+        price=price,
+        unit=unit,
+    )
+
+
+def _reservations_now(session: Session) -> None:
+    """PostgreSQL: apply this transaction's pending reservations before touching balances directly."""
+    if session.get_bind().dialect.name == "postgresql":
+        _translate_refusals(session.get_bind().engine)
+        session.execute(text("SET CONSTRAINTS ledger_reservations_take IMMEDIATE"))
 
 
 def _explain_refusal(
@@ -620,6 +712,7 @@ def settle(
     actual = _micro(amount, "amount") if outcome == "charge" else 0
     if actual < 0:
         raise InvalidRequest("a charge cannot be negative", field="amount")
+    _reservations_now(session)
     sql = _settle_statements()
     res = session.execute(sql.find, {"p_job_id": job_id}).first()
     if res is None:
@@ -958,6 +1051,7 @@ class _CheckStatements:
     outside: Any
     reservations: Any
     orphans: Any
+    dangling: Any
 
 
 @functools.cache
@@ -1064,6 +1158,21 @@ def _check_statements() -> _CheckStatements:
             .outerjoin(Reservation, Reservation.job_id == LedgerEntry.job_id)
             .where(LedgerEntry.job_id.is_not(None), Reservation.job_id.is_(None))
         ),
+        dangling=select(  # references to accounts that do not exist (there are no foreign keys: see models)
+            select(func.count())
+            .select_from(LedgerEntry)
+            .where(
+                or_(
+                    ~exists().where(LedgerAccount.id == LedgerEntry.debit_account_id),
+                    ~exists().where(LedgerAccount.id == LedgerEntry.credit_account_id),
+                )
+            )
+            .scalar_subquery()
+            + select(func.count())
+            .select_from(Reservation)
+            .where(~exists().where(LedgerAccount.id == Reservation.account_id))
+            .scalar_subquery()
+        ),
     )
 
 
@@ -1100,7 +1209,8 @@ def check_invariants(session: Session) -> list[str]:
     charged holds by entries, not by the cache); 0 <= reserved, charged and reserved + charged <= granted;
     reserved == the sum of the account's open reservations; no entry dated outside its account's period;
     every reservation has exactly one reserve entry for its amount and, once closed, exactly one close
-    entry and charge/overrun entries equal to what it records; no entry names a job without reservation.
+    entry and charge/overrun entries equal to what it records; no entry names a job without reservation;
+    no entry or reservation refers to a missing account.
     """
     sql = _check_statements()
     problems: list[str] = []
@@ -1130,6 +1240,9 @@ def check_invariants(session: Session) -> list[str]:
     orphans = session.execute(sql.orphans).scalar()
     if orphans:
         problems.append(f"{orphans} entries name a job that has no reservation")
+    dangling = session.execute(sql.dangling).scalar()
+    if dangling:
+        problems.append(f"{dangling} entries or reservations refer to an account that does not exist")
     return problems
 
 

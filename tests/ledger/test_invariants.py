@@ -13,6 +13,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from gateway.db import Database
 from gateway.errors import (
@@ -407,3 +408,80 @@ def test_open_reservations_lists_pending_jobs(book: Ledger, any_db: Database) ->
     book.settle("c", "void")
     assert list(any_db.run(ledger.open_reservations)) == ["a", "b"]
     assert list(any_db.run(lambda s: ledger.open_reservations(s, older_than=T0 + 2 * H))) == ["a"]
+
+
+# --- PostgreSQL: the reservation's UPDATE runs at commit ------------------------------------------
+
+
+def test_a_reservation_that_loses_the_race_is_refused_at_commit(pg_db: Database) -> None:
+    book = Ledger(pg_db)
+    book.allocate(10)
+
+    def reserve(s: Session, job: str) -> None:
+        ledger.reserve(s, job_id=job, project="p", site=SITE, unit=UNIT, amount=Decimal(8), person="a", at=T0 + H)
+
+    with pg_db.sessions() as slow:
+        transaction = slow.begin()
+        reserve(slow, "slow")  # passes the check against committed state...
+        pg_db.run(lambda s: reserve(s, "fast"))  # ...then another replica takes the units and commits
+        with pytest.raises(QuotaExceeded) as refused:
+            transaction.commit()
+    assert (refused.value.available, refused.value.price, refused.value.extra["unit"]) == (2, 8, UNIT)
+    assert pg_db.run(lambda s: ledger.reservation_of(s, "slow")) is None
+    assert book.balance().reserved == 8
+    assert book.problems() == []
+
+
+def test_a_period_ended_before_a_pending_reservation_commits_refuses_it(pg_db: Database) -> None:
+    book = Ledger(pg_db)
+    book.allocate(10)
+    with pg_db.sessions() as late:
+        transaction = late.begin()
+        ledger.reserve(
+            late, job_id="late", project="p", site=SITE, unit=UNIT, amount=Decimal(1), person="a", at=T0 + 5 * H
+        )
+        book.allocate(10, end=T0 + 2 * H, at=T0 + 2 * H)  # the admin ends the allocation meanwhile
+        with pytest.raises(NoActiveAllocation):
+            transaction.commit()
+    assert book.balance().reserved == 0
+    assert book.problems() == []
+
+
+def test_reserving_and_settling_in_one_transaction(any_db: Database) -> None:
+    book = Ledger(any_db)
+    book.allocate(10)
+
+    def work(s: Session) -> ledger.Settlement:
+        ledger.reserve(s, job_id="j", project="p", site=SITE, unit=UNIT, amount=Decimal(4), person="a", at=T0 + H)
+        return ledger.settle(s, job_id="j", outcome="charge", amount=Decimal(3), at=T0 + 2 * H)
+
+    assert any_db.run(work).charged == 3
+    bal = book.balance()
+    assert (bal.reserved, bal.charged) == (0, 3)
+    assert book.problems() == []
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM ledger_accounts WHERE kind = 'allocation'",
+        "UPDATE ledger_accounts SET project = 'other' WHERE kind = 'allocation'",
+        "UPDATE ledger_accounts SET id = id + 1000 WHERE kind = 'allocation'",
+    ],
+)
+def test_accounts_are_never_deleted_and_keep_their_identity(book: Ledger, any_db: Database, sql: str) -> None:
+    book.allocate(100)
+    with pytest.raises(DBAPIError, match="never deleted"):
+        raw(any_db, sql)
+    assert book.balance().granted == 100
+
+
+def test_a_reference_to_a_missing_account_is_reported(book: Ledger, any_db: Database) -> None:
+    book.allocate(100)
+    raw(
+        any_db,
+        "INSERT INTO ledger_entries (key, kind, layer, debit_account_id, credit_account_id, amount, actor, reason,"
+        " effective_at, recorded_at) SELECT 'dangling', 'adjustment', 'posted', 999999, u.id, 1, 'x', 'x',"
+        " '2026-03-02 00:00:00', '2026-03-02 00:00:00' FROM ledger_accounts u WHERE u.kind = 'usage'",
+    )
+    assert any("does not exist" in p for p in book.problems())

@@ -115,8 +115,6 @@ def upgrade() -> None:
     sa.Column('recorded_at', sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint('amount > 0', name=op.f('ck_ledger_entries_amount_positive')),
     sa.CheckConstraint('debit_account_id <> credit_account_id', name=op.f('ck_ledger_entries_two_sides')),
-    sa.ForeignKeyConstraint(['credit_account_id'], ['ledger_accounts.id'], name=op.f('fk_ledger_entries_credit_account_id_ledger_accounts')),
-    sa.ForeignKeyConstraint(['debit_account_id'], ['ledger_accounts.id'], name=op.f('fk_ledger_entries_debit_account_id_ledger_accounts')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_entries')),
     sa.UniqueConstraint('key', name=op.f('uq_ledger_entries_key'))
     )
@@ -137,7 +135,6 @@ def upgrade() -> None:
     sa.Column('closed_at', sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint('amount > 0', name=op.f('ck_ledger_reservations_amount_positive')),
     sa.CheckConstraint('charged >= 0 AND charged <= amount AND overrun >= 0', name=op.f('ck_ledger_reservations_charge_within')),
-    sa.ForeignKeyConstraint(['account_id'], ['ledger_accounts.id'], name=op.f('fk_ledger_reservations_account_id_ledger_accounts')),
     sa.PrimaryKeyConstraint('job_id', name=op.f('pk_ledger_reservations'))
     )
     with op.batch_alter_table('ledger_reservations', schema=None) as batch_op:
@@ -166,6 +163,75 @@ def upgrade() -> None:
     # ### end Alembic commands ###
     _append_only("ledger_entries")
     _append_only("job_events")
+    _accounts_keep_their_identity()
+    _reserve_at_commit()
+
+
+def _accounts_keep_their_identity() -> None:
+    """Ledger accounts are never deleted and never change what they are: entries and reservations refer to
+    them by id without a foreign key (see gateway/ledger/models.py for why)."""
+    identity = "id, kind, project, site, unit, period_start"
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            """
+            CREATE OR REPLACE FUNCTION antenna_account_identity() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'ledger accounts are never deleted and keep their identity'; END $$
+            """
+        )
+        op.execute(
+            f"CREATE TRIGGER ledger_accounts_identity BEFORE UPDATE OF {identity} OR DELETE ON ledger_accounts "
+            "FOR EACH ROW EXECUTE FUNCTION antenna_account_identity()"
+        )
+        op.execute(
+            "CREATE TRIGGER ledger_accounts_no_truncate BEFORE TRUNCATE ON ledger_accounts "
+            "FOR EACH STATEMENT EXECUTE FUNCTION antenna_account_identity()"
+        )
+    else:
+        message = "'ledger accounts are never deleted and keep their identity'"
+        op.execute(
+            "CREATE TRIGGER ledger_accounts_no_delete BEFORE DELETE ON ledger_accounts "
+            f"BEGIN SELECT RAISE(ABORT, {message}); END"
+        )
+        op.execute(
+            f"CREATE TRIGGER ledger_accounts_identity BEFORE UPDATE OF {identity} ON ledger_accounts "
+            f"BEGIN SELECT RAISE(ABORT, {message}); END"
+        )
+
+
+def _reserve_at_commit() -> None:
+    """PostgreSQL: a reservation takes its amount from the allocation at COMMIT, atomically.
+
+    The row lock on the (possibly hot) allocation is then held only while the commit is written, never
+    across a round trip to the client. SQLSTATE AN001 = the allocation cannot cover it, AN002 = no
+    allocation is active at the reservation's time (DETAIL: JSON with available, price, unit, project,
+    site); the ledger turns both into its own errors. SQLite takes the database lock up front (BEGIN IMMEDIATE) and does not need it.
+    """
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.execute(
+        """
+        CREATE OR REPLACE FUNCTION antenna_reserve_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE acc record;
+        BEGIN
+            UPDATE ledger_accounts SET reserved = reserved + NEW.amount
+             WHERE id = NEW.account_id AND kind = 'allocation'
+               AND period_start <= NEW.created_at AND period_end > NEW.created_at
+               AND granted - reserved - charged >= NEW.amount;
+            IF FOUND THEN RETURN NULL; END IF;
+            SELECT granted - reserved - charged AS available, project, site, unit,
+                   period_start <= NEW.created_at AND period_end > NEW.created_at AS active
+              INTO acc FROM ledger_accounts WHERE id = NEW.account_id;
+            RAISE EXCEPTION 'the allocation cannot take the reservation of job %', NEW.job_id
+                USING ERRCODE = CASE WHEN acc.active THEN 'AN001' ELSE 'AN002' END,
+                      DETAIL = json_build_object('available', acc.available, 'price', NEW.amount,
+                                                 'unit', acc.unit, 'project', acc.project, 'site', acc.site)::text;
+        END $$
+        """
+    )
+    op.execute(
+        "CREATE CONSTRAINT TRIGGER ledger_reservations_take AFTER INSERT ON ledger_reservations "
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION antenna_reserve_at_commit()"
+    )
 
 
 def _append_only(table: str) -> None:
@@ -200,6 +266,11 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
             op.execute(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
         op.execute("DROP FUNCTION IF EXISTS antenna_append_only()")
+        op.execute("DROP TRIGGER IF EXISTS ledger_reservations_take ON ledger_reservations")
+        op.execute("DROP FUNCTION IF EXISTS antenna_reserve_at_commit()")
+        op.execute("DROP TRIGGER IF EXISTS ledger_accounts_identity ON ledger_accounts")
+        op.execute("DROP TRIGGER IF EXISTS ledger_accounts_no_truncate ON ledger_accounts")
+        op.execute("DROP FUNCTION IF EXISTS antenna_account_identity()")
     # ### commands auto generated by Alembic - please adjust! ###
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_outbox_job_id'))
