@@ -42,7 +42,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.engine import Dialect, ExceptionContext
 from sqlalchemy.orm import Session, aliased
 
 from gateway.billing import from_micro, to_micro
@@ -498,7 +498,11 @@ def reserve(
         # One statement: the replay lookup, the check against committed state and both INSERTs; the
         # allocation's UPDATE follows at commit.
         _translate_refusals(conn.engine)
-        row = conn.execute(sql.reserve_all, params).first()
+        if at.tzinfo is None:
+            raise ValueError("naive datetimes are refused: the database stores UTC")
+        statement, constants = _reserve_sql(conn.dialect)
+        # Compiled once: the hot path skips SQLAlchemy's per-call parameter processing (about 10% of it).
+        row = conn.exec_driver_sql(statement, {**constants, **params}).first()
     else:
         # SQLite: the transaction holds the database's write lock (BEGIN IMMEDIATE); steps cannot interleave.
         row = conn.execute(sql.replay, params).first()
@@ -516,7 +520,19 @@ def reserve(
         replayed = row.how == "prior"
     if replayed and (row.project, row.site, row.unit, row.amount) != (project, site, unit, micro):
         raise Conflict(f"job {job_id} already holds a different reservation", field="job_id")
-    return ReservationResult(job_id, from_micro(row.amount), unit, row.period_start, replayed=replayed)
+    return ReservationResult(job_id, from_micro(row.amount), unit, row.period_start.astimezone(UTC), replayed=replayed)
+
+
+_COMPILED: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+
+
+def _reserve_sql(dialect: Dialect) -> tuple[str, dict[str, Any]]:
+    """The reservation statement compiled for one driver, once (the bound constants alongside)."""
+    key = (dialect.name, dialect.driver)
+    if key not in _COMPILED:
+        compiled = _statements().reserve_all.compile(dialect=dialect)
+        _COMPILED[key] = str(compiled), {k: v for k, v in compiled.params.items() if not k.startswith("p_")}
+    return _COMPILED[key]
 
 
 @dataclass(frozen=True)
