@@ -5,11 +5,13 @@ reservation outside the period is refused); grants and settlements are dated at 
 period that holds them: a settlement after the period closed is dated at its last instant (accrual: the
 job was admitted against that period, so that period pays).
 
-Locking: a reservation is ONE conditional UPDATE of the allocation row (on PostgreSQL one statement that
-also writes the reservation and its entry), so the row lock is held only from that statement to the
-commit. Lock order is always reservation -> allocation -> overrun account; admin operations first take
-the (site, unit) allocator row, which serialises grants without touching the reservation path. Call
-``reserve`` last in a transaction: everything written after it extends the hot row's lock.
+Locking: a reservation is ONE conditional UPDATE of the allocation row. On PostgreSQL it runs at COMMIT
+(deferred constraint trigger, see the first migration), so a hot allocation row is locked only while the
+commit is written, never across a round trip or the rest of the caller's transaction; on SQLite the
+transaction holds the database lock from BEGIN IMMEDIATE. Settlements and admin operations first apply
+the transaction's pending reservations, then lock in the order reservation -> allocation -> overrun
+account; admin operations first take the (site, unit) allocator row, which serialises grants without
+touching the reservation path. No lock is ever held while a site is called: no function here calls one.
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ def _account(
 ) -> LedgerAccount:
     identity = {"kind": kind.value, "project": project, "site": site, "unit": unit, "period_start": start}
     query = select(LedgerAccount).filter_by(**identity).execution_options(populate_existing=True)
-    if lock:  # NO KEY UPDATE: excludes other writers, not the key-share locks of in-flight entries' FKs
+    if lock:  # FOR NO KEY UPDATE: enough to exclude every other writer of the row
         query = query.with_for_update(key_share=True)
     found = session.scalars(query).first()
     if found is not None:
