@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections import Counter
@@ -41,6 +42,7 @@ from gateway.settings import ForwarderSettings
 log = logging.getLogger("antenna.forwarder")
 LEASE = timedelta(seconds=120)
 MAX_IN_FLIGHT_PER_SITE = 8
+Outcome = functools.partial[None]  # a write for the next transaction; its ``claim`` keyword names the entry
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Claim:
     site: str
     action: str
     attempts: int
+    request: SiteJobRequest | None = None  # None: nothing to send (cancelled before forwarding, or recorded)
+    site_job_id: str | None = None
 
 
 class Forwarder:
@@ -74,9 +78,12 @@ class Forwarder:
         self.lease = lease
         self.max_in_flight = max_in_flight_per_site
         self.worker = f"fwd-{uuid.uuid4().hex[:8]}"
-        self._in_flight: Counter[str] = Counter()
+        self._claimed: Counter[str] = Counter()  # claims (and probes) not finished yet, per site
+        self._slots: dict[str, asyncio.Semaphore] = {}  # at most max_in_flight calls at once per site
         self._tasks: set[asyncio.Task[None]] = set()
+        self._outcomes: list[Outcome] = []  # what deliveries found, written with the next transaction
         self._room = asyncio.Event()  # set whenever a delivery ends: there may be room for more
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- claiming (database, short transactions) ---------------------------------------------------
 
@@ -100,20 +107,27 @@ class Forwarder:
             .limit(self.settings.batch_size)
         )
         postgres = session.get_bind().dialect.name == "postgresql"
-        claims = []
+        entries = []
         for query in queries:
             for entry in session.scalars(query.with_for_update(skip_locked=True) if postgres else query).all():
                 entry.leased_until, entry.lease_owner = now + self.lease, self.worker
                 entry.attempts += 1
-                claims.append(Claim(entry.id, entry.job_id, entry.site, entry.action, entry.attempts))
+                entries.append(entry)
+        # The jobs are read in the same transaction: one round trip to the database per batch, not per job.
+        jobs = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_({e.job_id for e in entries})))}
+        claims = []
+        for entry in entries:
+            job = jobs[entry.job_id]
+            request = self._request(job) if entry.action != "submit" or job.state == JobState.ACCEPTED.value else None
+            claims.append(
+                Claim(entry.id, entry.job_id, entry.site, entry.action, entry.attempts, request, job.site_job_id)
+            )
         return claims
 
-    def _request(self, session: Session, claim: Claim) -> tuple[SiteJobRequest | None, str | None]:
-        job = session.get_one(Job, claim.job_id)
-        if claim.action == "submit" and job.state != JobState.ACCEPTED.value:
-            return None, None  # cancelled before forwarding, or already recorded
+    @staticmethod
+    def _request(job: Job) -> SiteJobRequest:
         spec = job.spec
-        request = SiteJobRequest(
+        return SiteJobRequest(
             job_id=job.id,
             account=job.site_account,
             project_account=job.project_account,
@@ -128,9 +142,8 @@ class Forwarder:
             environment=spec.get("environment") or {},
             working_directory=spec.get("working_directory"),
         )
-        return request, job.site_job_id
 
-    def _finish(self, session: Session, claim: Claim, *, site_job_id: str | None = None, error: str = "") -> None:
+    def _finish(self, session: Session, *, claim: Claim, site_job_id: str | None = None, error: str = "") -> None:
         entry = session.get_one(OutboxEntry, claim.entry_id)
         now = self.clock.now()
         entry.done_at, entry.leased_until, entry.last_error = now, None, error[:500]
@@ -148,21 +161,21 @@ class Forwarder:
                 JobEvent(job_id=job.id, state=job.state, at=now, detail=f"site job {site_job_id} cancelled at the site")
             )
 
-    def _reject(self, session: Session, claim: Claim, reason: str) -> None:
-        self._finish(session, claim, error=reason)
+    def _reject(self, session: Session, *, claim: Claim, reason: str) -> None:
+        self._finish(session, claim=claim, error=reason)
         job = session.get_one(Job, claim.job_id)
         now = self.clock.now()
         if claim.action == "submit" and job.state == JobState.ACCEPTED.value:
             record_transition(session, job, JobState.REJECTED, now, reason)
             ledger.settle(session, job_id=job.id, outcome="void", at=now, reason=f"rejected: {reason}"[:500])
 
-    def _retry_later(self, session: Session, claim: Claim, error: str, retry_after: float) -> None:
+    def _retry_later(self, session: Session, *, claim: Claim, error: str, retry_after: float) -> None:
         entry = session.get_one(OutboxEntry, claim.entry_id)
         delay = min(self.settings.backoff_max_seconds, self.settings.backoff_base_seconds * 2 ** (claim.attempts - 1))
         entry.available_at = self.clock.now() + timedelta(seconds=max(delay, retry_after))
         entry.leased_until, entry.last_error = None, error[:500]
 
-    def _release(self, session: Session, claim: Claim) -> None:
+    def _release(self, session: Session, *, claim: Claim) -> None:
         """Give a claim back untried (the site's circuit closed meanwhile): it costs no attempt."""
         entry = session.get_one(OutboxEntry, claim.entry_id)
         entry.attempts = max(0, entry.attempts - 1)
@@ -181,38 +194,77 @@ class Forwarder:
                 if self.health.acquire(site):
                     self._spawn(site, self._probe(site))
                 continue
-            capacity[site] = min(self.settings.batch_size, self.max_in_flight - self._in_flight[site])
+            # Up to twice the calls allowed at once are claimed, so that a call ending starts the next at
+            # once, without waiting for the transaction that records it.
+            capacity[site] = min(self.settings.batch_size, 2 * self.max_in_flight - self._claimed[site])
         return capacity
 
     def _spawn(self, site: str, work: Coroutine[Any, Any, None]) -> None:
-        self._in_flight[site] += 1
+        self._claimed[site] += 1
+        slots = self._slots.setdefault(site, asyncio.Semaphore(self.max_in_flight))
 
         async def run() -> None:
             try:
-                await work
+                async with slots:
+                    await work
             except Exception:  # a bug must not stop the forwarder; the lease makes the entry come back
                 log.exception("delivery failed unexpectedly", extra={"site": site})
             finally:
-                self._in_flight[site] -= 1
+                self._claimed[site] -= 1
                 self._room.set()
 
         task = asyncio.create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _dispatch(self) -> list[asyncio.Task[None]]:
-        """Claim what there is room for and start delivering it; returns the tasks started."""
+    def _write(self, session: Session, outcomes: list[Outcome], capacity: Mapping[str, int] | None) -> list[Claim]:
+        """Record what deliveries found and claim the next entries, in ONE transaction: under load, many
+        outcomes share a commit (the lease covers any lost with a crash before it)."""
+        claims = [o.keywords["claim"] for o in outcomes]
+        if claims:  # load the rows in two queries, not two per outcome
+            session.scalars(select(OutboxEntry).where(OutboxEntry.id.in_([c.entry_id for c in claims]))).all()
+            session.scalars(select(Job).where(Job.id.in_([c.job_id for c in claims]))).all()
+        for outcome in outcomes:
+            outcome(session)
+        return self._claim(session, capacity) if capacity is not None else []
+
+    async def _cycle(self) -> list[asyncio.Task[None]]:
+        """Write the outcomes so far, claim what there is room for, start delivering it; the tasks started."""
         before = set(self._tasks)
+        outcomes, self._outcomes = self._outcomes, []
         capacity = self._capacity()
-        claims = await asyncio.to_thread(self.db.run, lambda s: self._claim(s, capacity))
-        for claim in claims:
-            self._spawn(claim.site, self._deliver(claim))
+        if outcomes or any(capacity.values()):
+            try:
+                claims = await asyncio.to_thread(self.db.run, lambda s: self._write(s, outcomes, capacity))
+            except Exception:
+                if not outcomes:
+                    raise
+                await self._write_one_by_one(outcomes)  # one bad outcome must not hold up the others
+                claims = await asyncio.to_thread(self.db.run, lambda s: self._claim(s, capacity))
+            for claim in claims:
+                self._spawn(claim.site, self._deliver(claim))
         return [t for t in self._tasks if t not in before]
 
+    async def _write_one_by_one(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            try:
+                await asyncio.to_thread(self.db.run, outcome)
+            except Exception:  # left leased: the entry comes back after its lease and is found by its stamp
+                log.exception("could not record a delivery's outcome")
+
+    async def _flush(self) -> None:
+        outcomes, self._outcomes = self._outcomes, []
+        if outcomes:
+            try:
+                await asyncio.to_thread(self.db.run, lambda s: self._write(s, outcomes, None))
+            except Exception:
+                await self._write_one_by_one(outcomes)
+
     async def run_once(self) -> int:
-        """One round: claim, deliver, and wait for those deliveries. Returns the number of entries claimed."""
-        started = await self._dispatch()
+        """One round: claim, deliver, wait for those deliveries and record them. Returns the entries claimed."""
+        started = await self._cycle()
         await asyncio.gather(*started, return_exceptions=True)
+        await self._flush()
         return len(started)
 
     async def _probe(self, site: str) -> None:
@@ -225,16 +277,19 @@ class Forwarder:
             self.health.success(site)
 
     async def _deliver(self, claim: Claim) -> None:
+        """Call the site for one claim; what happened is queued as an outcome for the next transaction."""
         connector = self.connectors.get(claim.site)
-        request, site_job_id = await asyncio.to_thread(self.db.run, lambda s: self._request(s, claim))
+        request, site_job_id = claim.request, claim.site_job_id
         if request is None:
-            await asyncio.to_thread(self.db.run, lambda s: self._finish(s, claim, error="nothing to do"))
+            self._outcomes.append(functools.partial(self._finish, claim=claim, error="nothing to do"))
             return
         if connector is None:
-            await asyncio.to_thread(self.db.run, lambda s: self._reject(s, claim, "the site is no longer configured"))
+            self._outcomes.append(
+                functools.partial(self._reject, claim=claim, reason="the site is no longer configured")
+            )
             return
         if not self.health.acquire(claim.site):  # the circuit opened after this entry was claimed
-            await asyncio.to_thread(self.db.run, lambda s: self._release(s, claim))
+            self._outcomes.append(functools.partial(self._release, claim=claim))
             return
         try:
             found: str | None = None
@@ -252,16 +307,16 @@ class Forwarder:
             self.health.success(claim.site)  # the site answered
             self.metrics.forwarded.labels(claim.site, claim.action, "rejected").inc()
             self.metrics.connector_errors.labels(claim.site, exc.slug).inc()
-            await asyncio.to_thread(self.db.run, lambda s: self._reject(s, claim, reason))
+            self._outcomes.append(functools.partial(self._reject, claim=claim, reason=reason))
             return
         except (AntennaError, OSError, TimeoutError) as exc:
-            await self._transient(claim, exc)
+            self._transient(claim, exc)
             return
         self.health.success(claim.site)
-        await asyncio.to_thread(self.db.run, lambda s: self._finish(s, claim, site_job_id=found))
+        self._outcomes.append(functools.partial(self._finish, claim=claim, site_job_id=found))
         self.metrics.forwarded.labels(claim.site, claim.action, "delivered").inc()
 
-    async def _transient(self, claim: Claim, exc: Exception) -> None:
+    def _transient(self, claim: Claim, exc: Exception) -> None:
         if isinstance(exc, AntennaError):
             detail = exc.detail
         elif isinstance(exc, TimeoutError):
@@ -275,33 +330,40 @@ class Forwarder:
             self.metrics.forwarded.labels(claim.site, claim.action, "gave_up").inc()
             reason = f"site unavailable after {claim.attempts} attempts: {detail}"
             log.error("forwarding gave up", extra={"job_id": claim.job_id, "site": claim.site})
-            await asyncio.to_thread(self.db.run, lambda s: self._reject(s, claim, reason))
+            self._outcomes.append(functools.partial(self._reject, claim=claim, reason=reason))
             return
         self.metrics.forwarded.labels(claim.site, claim.action, "retry").inc()
         log.info("forwarding will retry", extra={"job_id": claim.job_id, "site": claim.site, "error": detail})
-        await asyncio.to_thread(self.db.run, lambda s: self._retry_later(s, claim, detail, wait))
+        self._outcomes.append(functools.partial(self._retry_later, claim=claim, error=detail, retry_after=wait))
+
+    def wake(self) -> None:
+        """New work was just committed (e.g. by the submit route of this process, from any thread): look at
+        once instead of at the next poll. Other replicas still find it within ``poll_seconds``."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._room.set)
 
     async def run_forever(self, stop: asyncio.Event, *, grace_seconds: float = 10.0) -> None:
         """Deliver continuously: new work is claimed as soon as a site has room, without waiting for slow sites."""
-        self._room = asyncio.Event()  # bound to this loop
+        self._loop = asyncio.get_running_loop()
         while not stop.is_set():
             self._room.clear()
             try:
-                started = await self._dispatch()
+                await self._cycle()
             except AntennaError as exc:  # e.g. the database busy: wait and go on
                 log.warning("forwarder cycle failed", extra={"error": exc.detail})
-                started = []
-            if not started:
-                waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._room.wait())]
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait(waits, timeout=self.settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
-                for waiter in waits:
-                    waiter.cancel()
-        if self._tasks:  # let deliveries in flight record their outcome; the lease covers any cut short
+            # Until a delivery ends, new work is woken in, or the poll interval passes.
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._room.wait())]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait(waits, timeout=self.settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waits:
+                waiter.cancel()
+        if self._tasks:  # let deliveries in flight finish; the lease covers any cut short
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await self._flush()
 
 
 def _kind(exc: BaseException) -> str:

@@ -41,6 +41,7 @@ class SlurmrestdProxy:
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._serving: set[asyncio.Task[None] | None] = set()
         self.port = 0
 
     # --- control, from the test's thread ------------------------------------------------------------
@@ -80,6 +81,11 @@ class SlurmrestdProxy:
             self._loop.run_forever()
         finally:
             server.close()
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self._loop.run_until_complete(server.wait_closed())
             self._loop.close()
 
     def _count(self, **changes: int) -> None:
@@ -90,6 +96,8 @@ class SlurmrestdProxy:
                 (self.held.set if self.state.holding > 0 else self.held.clear)()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._serving.add(task)  # held here: asyncio keeps only a weak reference to a connection's task
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
@@ -122,12 +130,14 @@ class SlurmrestdProxy:
             if method == "POST":
                 self._count(submissions_answered=1)
             writer.write(answer)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
+            await asyncio.wait_for(writer.drain(), 10)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, TimeoutError):
+            pass  # the client went away (a killed forwarder): nothing to answer
         finally:
-            with suppress(ConnectionError, OSError):
-                await writer.drain()
-                writer.close()
+            writer.close()
+            with suppress(ConnectionError, OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 10)
+            self._serving.discard(task)
 
     async def _forward(self, request: bytes) -> bytes:
         try:

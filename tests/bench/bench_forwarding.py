@@ -1,0 +1,342 @@
+"""Forwarding benchmark on the test stack's `lumi` cluster: submissions straight to slurmrestd against the same
+submissions through the gateway (API → ledger reservation → outbox → forwarder → slurmrestd), and the slurmctld
+RPCs one status-sync cycle costs with 10 and with 1,000 active jobs.
+
+Not a test (pytest does not collect ``bench_*.py``); run it by hand, with the stack up (it starts it if not):
+
+    uv run python tests/bench/bench_forwarding.py [--jobs 200] [--active 1000] [--write-results]
+
+Phases, each on the real cluster and the real PostgreSQL:
+  (a) direct: ``--jobs`` POSTs to slurmrestd's job/submit, 8 at a time (the forwarder's in-flight bound per
+      site), each with the body the slurmrestd connector sends;
+  (b) gateway: the same jobs submitted to the API (8 clients), measured from the start of each API request to
+      the moment the forwarder has recorded the site's job id;
+  paced latency: 50 jobs one after another on each path, so that no queueing is measured, only what the
+      gateway adds; the gateway once as wired today (the forwarder polls the outbox every 0.5 s when idle) and
+      once with the forwarder woken by the submission (``Forwarder.wake``);
+  (c) RPCs: ``sdiag``'s per-message RPC counts around one status-sync cycle, with 10 then 1,000 active jobs,
+      for lumi (slurmrestd) and lucia (ssh).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import statistics
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from sqlalchemy import select
+
+from gateway.connectors.base import SiteJobRequest
+from gateway.connectors.slurm_openapi import V0038
+from gateway.jobs.models import Job, JobEvent, JobState
+from tests.faults.stackgw import ALICE, PROJECT, QUOTA_ADMIN, StackGateway, stack_gateway, stack_sites
+from tests.stack.plugin import SlurmStack, start_stack
+from tests.support.db import drop_pg_schema, new_pg_schema, pg_schema_url
+from tests.support.idp import LoopbackIdP
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+IN_FLIGHT = 8
+SCRIPT = "#!/bin/bash\ntrue\n"
+HOLDER = "#!/bin/bash\nsleep 3600\n"
+
+
+@dataclass
+class Phase:
+    name: str
+    count: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+    def p(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def line(self) -> str:
+        return (
+            f"| {self.name} | {self.count} | {self.seconds:.2f} | {self.rate:.1f} | "
+            f"{statistics.median(self.latencies_ms):.1f} | {self.p(0.95):.1f} |"
+        )
+
+
+# --- (a) straight to slurmrestd ----------------------------------------------------------------------------
+
+
+def token(stack: SlurmStack, account: str) -> str:
+    now = int(time.time())
+    key = stack.cluster("lumi").jwt_key_bytes()
+    return jwt.encode({"sun": account, "iat": now, "exp": now + 3600}, key, algorithm="HS256")
+
+
+def request(job_id: str) -> SiteJobRequest:
+    return SiteJobRequest(
+        job_id=job_id,
+        account="alice",
+        project_account="project_465000001",
+        partition="small",
+        name="bench",
+        script=SCRIPT,
+        nodes=1,
+        cores=1,
+        memory_gb=2,
+        gpus=0,
+        time_limit_minutes=10,
+    )
+
+
+async def direct(stack: SlurmStack, count: int, concurrency: int, name: str) -> Phase:
+    url = str(stack.cluster("lumi").slurmrestd_url)
+    headers = {"X-SLURM-USER-NAME": "alice", "X-SLURM-USER-TOKEN": token(stack, "alice")}
+    api = V0038()
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+
+        async def one() -> None:
+            async with gate:
+                body = api.submit_body(request(str(uuid.uuid4())), home="/home/alice")
+                started = time.perf_counter()
+                reply = await http.post("/slurm/v0.0.38/job/submit", json=body, headers=headers)
+                latencies.append((time.perf_counter() - started) * 1000)
+                reply.raise_for_status()
+                assert reply.json()["job_id"], reply.text
+
+        started = time.perf_counter()
+        if concurrency == 1:
+            for _ in range(count):
+                await one()
+        else:
+            await asyncio.gather(*(one() for _ in range(count)))
+        seconds = time.perf_counter() - started
+    return Phase(name, count, seconds, latencies)
+
+
+# --- (b) through the gateway -------------------------------------------------------------------------------
+
+
+def submitted_at(gw: StackGateway, job_ids: list[str]) -> dict[str, float]:
+    """When the forwarder recorded each job's site id (the SUBMITTED event), as epoch seconds."""
+
+    def read(session: Any) -> dict[str, float]:
+        rows = session.execute(
+            select(JobEvent.job_id, JobEvent.at).where(
+                JobEvent.job_id.in_(job_ids), JobEvent.state == JobState.SUBMITTED.value
+            )
+        )
+        return {job_id: at.timestamp() for job_id, at in rows}
+
+    result: dict[str, float] = gw.rt.db.run(read)
+    return result
+
+
+async def wait_submitted(gw: StackGateway, job_ids: list[str]) -> dict[str, float]:
+    for _ in range(6000):
+        done = submitted_at(gw, job_ids)
+        if len(done) == len(job_ids):
+            return done
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"only {len(submitted_at(gw, job_ids))} of {len(job_ids)} jobs reached the site")
+
+
+async def through_gateway(gw: StackGateway, count: int, concurrency: int, name: str, *, wake: bool) -> Phase:
+    gate = asyncio.Semaphore(concurrency)
+    starts: dict[str, float] = {}
+
+    async def one() -> str:
+        async with gate:
+            started = time.time()
+            job = await gw.submit(ALICE, site="lumi", partition="small", cores=1, memory_gb=2, script=SCRIPT)
+            if wake:
+                gw.rt.forwarder.wake()
+            starts[job["id"]] = started
+            return str(job["id"])
+
+    if concurrency == 1:
+        ids = []
+        for _ in range(count):
+            ids.append(await one())
+            await wait_submitted(gw, ids[-1:])  # paced: the next job only once this one is at the site
+    else:
+        ids = list(await asyncio.gather(*(one() for _ in range(count))))
+    done = await wait_submitted(gw, ids)
+    first = min(starts.values())
+    latencies = [(done[i] - starts[i]) * 1000 for i in ids]
+    return Phase(name, count, max(done.values()) - first, latencies)
+
+
+# --- (c) slurmctld RPCs per sync cycle ---------------------------------------------------------------------
+
+_RPC = re.compile(r"^\s*(\S+)\s+\(\s*\d+\)\s+count:(\d+)", re.M)
+
+
+def rpc_counts(stack: SlurmStack, cluster: str) -> dict[str, int]:
+    out = stack.run(cluster, ["sdiag"]).stdout
+    by_type = out.split("Remote Procedure Call statistics by message type", 1)[1]
+    by_type = by_type.split("Remote Procedure Call statistics by user", 1)[0]
+    return {name: int(count) for name, count in _RPC.findall(by_type)}
+
+
+async def rpcs_per_cycle(gw: StackGateway, stack: SlurmStack, site: str) -> dict[str, int]:
+    before = rpc_counts(stack, site)
+    await gw.rt.sync.sync_site(site)
+    after = rpc_counts(stack, site)
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    delta["REQUEST_STATS_INFO"] = delta.get("REQUEST_STATS_INFO", 0) - 1  # sdiag's own call
+    return {k: v for k, v in delta.items() if v}
+
+
+async def hold_jobs(gw: StackGateway, site: str, count: int) -> list[str]:
+    """``count`` active jobs at ``site``: whole-node jobs, so all but two stay pending (and cost no memory)."""
+    partition, unit, amount = {"lumi": ("standard", "cpu-core-hours", "1000000"), "lucia": ("batch", "buh", "1000000")}[
+        site
+    ]
+    balances = await gw.client.get(f"/v1/projects/{PROJECT}/balance", headers=gw.auth(QUOTA_ADMIN))
+    (current,) = [b for b in balances.json()["balances"] if b["site"] == site and b["unit"] == unit and b["active"]]
+    r = await gw.client.put(
+        f"/v1/projects/{PROJECT}/allocations/{site}",
+        json={
+            "amount": amount,
+            "unit": unit,
+            "start": current["period_start"],
+            "end": current["period_end"],
+            "project_account": {"lumi": "project_465000001", "lucia": "aifa001"}[site],
+        },
+        headers=gw.auth(QUOTA_ADMIN),
+    )
+    r.raise_for_status()
+    gate = asyncio.Semaphore(8)
+
+    async def one() -> str:
+        async with gate:
+            spec = {"cores": 128} if site == "lucia" else {}
+            job = await gw.submit(ALICE, site=site, partition=partition, time_limit=60, script=HOLDER, **spec)
+            return str(job["id"])
+
+    ids = list(await asyncio.gather(*(one() for _ in range(count))))
+    await wait_submitted(gw, ids)
+    return ids
+
+
+def cancel_at_site(stack: SlurmStack, gw: StackGateway, site: str) -> None:
+    def read(session: Any) -> list[str]:
+        return [s for s in session.scalars(select(Job.site_job_id).where(Job.site == site)) if s]
+
+    ids = gw.rt.db.run(read)
+    for chunk in range(0, len(ids), 200):
+        stack.run(site, ["scancel", *ids[chunk : chunk + 200]])
+
+
+def added(direct: Phase, gateway: Phase, label: str, target: str) -> str:
+    base, through = statistics.median(direct.latencies_ms), statistics.median(gateway.latencies_ms)
+    note = f"; {target}" if target else ""
+    return f"- p50 added latency, {label}: **{through - base:.1f} ms** ({(through / base - 1) * 100:.0f} %{note})"
+
+
+# --- the run -----------------------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace) -> str:
+    stack = start_stack()
+    idp = LoopbackIdP().start()
+    schema = new_pg_schema()
+    lines: list[str] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            sites = stack_sites(stack)
+            async with stack_gateway(
+                stack,
+                idp,
+                Path(tmp),
+                sites={"lumi": sites["lumi"], "lucia": sites["lucia"]},
+                database_url=pg_schema_url(schema),
+                limits={"max_active_jobs_per_person": 100_000},
+                forwarder={"poll_seconds": 0.5},
+            ) as gw:
+                gw.rt.forwarder.max_in_flight = IN_FLIGHT
+                stop = asyncio.Event()
+                forwarding = asyncio.create_task(gw.rt.forwarder.run_forever(stop))
+                await direct(stack, 20, IN_FLIGHT, "warm-up")
+                await through_gateway(gw, 20, IN_FLIGHT, "warm-up", wake=False)
+
+                a = await direct(stack, args.jobs, IN_FLIGHT, "(a) direct to slurmrestd, 8 in flight")
+                b = await through_gateway(gw, args.jobs, IN_FLIGHT, "(b) through the gateway, 8 clients", wake=False)
+                pa = await direct(stack, 50, 1, "paced: direct")
+                pb = await through_gateway(gw, 50, 1, "paced: gateway, outbox polled (0.5 s)", wake=False)
+                pw = await through_gateway(gw, 50, 1, "paced: gateway, forwarder woken on submit", wake=True)
+                phases = [a, b, pa, pb, pw]
+
+                rpcs: dict[tuple[str, int], dict[str, int]] = {}
+                for site in ("lumi", "lucia"):
+                    await hold_jobs(gw, site, 10)
+                    rpcs[(site, 10)] = await rpcs_per_cycle(gw, stack, site)
+                    await hold_jobs(gw, site, args.active - 10)
+                    rpcs[(site, args.active)] = await rpcs_per_cycle(gw, stack, site)
+                stop.set()
+                await forwarding
+                for site in ("lumi", "lucia"):
+                    cancel_at_site(stack, gw, site)
+
+        cpu = (platform.processor() or platform.machine()) + f", {os.cpu_count()} cores"
+        lines += [
+            "## Forwarding",
+            "",
+            f"`uv run python tests/bench/bench_forwarding.py --jobs {args.jobs} --active {args.active}` on {cpu};",
+            f"Slurm {stack.slurm_version} (`lumi` cluster of tests/stack), PostgreSQL on the same machine, "
+            "gateway API over ASGI in-process, one forwarder (8 deliveries in flight per site), "
+            f"{time.strftime('%Y-%m-%d')}.",
+            "",
+            "| phase | jobs | seconds | jobs/s | p50 ms | p95 ms |",
+            "|---|---|---|---|---|---|",
+            *(p.line() for p in phases),
+            "",
+            f"- throughput through the gateway / direct: **{b.rate / a.rate:.2f}×** (target ≥ 0.9×)",
+            added(pa, pb, "paced, outbox polled", "target ≤ 10 %"),
+            added(pa, pw, "paced, woken on submit", ""),
+            "",
+            "slurmctld RPCs in one status-sync cycle (`sdiag` counts by message type, before and after; "
+            "its own REQUEST_STATS_INFO removed):",
+            "",
+            "| site (connector) | active jobs | RPCs by type | total |",
+            "|---|---|---|---|",
+            *(
+                f"| {site} ({'slurmrestd' if site == 'lumi' else 'ssh'}) | {n} | "
+                f"{', '.join(f'{k} {v}' for k, v in sorted(d.items())) or '-'} | {sum(d.values())} |"
+                for (site, n), d in rpcs.items()
+            ),
+            "",
+        ]
+    finally:
+        idp.close()
+        drop_pg_schema(schema)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--active", type=int, default=1000)
+    parser.add_argument("--write-results", action="store_true", help=f"append the section to {RESULTS.name}")
+    args = parser.parse_args()
+    report = asyncio.run(run(args))
+    print(report)
+    if args.write_results:
+        with RESULTS.open("a") as results:
+            results.write("\n" + report)
+
+
+if __name__ == "__main__":
+    main()
