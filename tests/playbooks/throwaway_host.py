@@ -204,7 +204,7 @@ class ThrowawayHost:
         # unshare's child (PID 1 in there) has a parent-death SIGKILL: killing unshare ends the namespaces,
         # every process in them, and their mounts.
         self._unshare.kill()
-        self._unshare.wait()
+        self._unshare.communicate()
         ready, _, _ = select.select([self._pidfd], [], [], 60)
         os.close(self._pidfd)
         if not ready:
