@@ -1,17 +1,25 @@
 """The keycloak role in check mode on a fresh throwaway host, and its templates as check mode renders them.
 
-No Keycloak server can run here: no Debian package carries it and its release archive is not reachable
-(only the package registries are). So the role is run with --check --diff: every task must pass on a host
-that has nothing installed yet, and the diffs show the rendered configuration and unit, which are checked
-for the settings that matter. What only a real Keycloak could show (that it starts with this configuration
-and answers /health/ready) is not tested here.
+No Keycloak server can run here: no Debian package carries it and its release archive (GitHub) is not
+reachable, only the package registries are. So the role is run with --check --diff: every task must pass on a
+host that has nothing installed yet, and the diffs show the rendered configuration and unit, which are checked
+for the settings that matter. Check mode still asks the download URL (a HEAD request) and fetches the
+published checksum, so the archive URL points at a local mirror serving a stand-in archive and its checksum
+file, as an operator's mirror would. What only a real Keycloak could show (that it starts with this
+configuration and answers /health/ready) is not tested here.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import io
 import secrets
+import tarfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -20,6 +28,7 @@ from tests.playbooks.site import SiteRun, run_site, write_inventory
 from tests.playbooks.throwaway_host import throwaway_host
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
+VERSION = "26.5.3"
 
 
 @dataclass
@@ -28,17 +37,47 @@ class KeycloakCheck:
     db_password: str
     admin_password: str
 
-    def rendered(self, dest: str) -> str:
-        """The content check mode would write to ``dest``, from the task's diff."""
+    def rendered(self, task: str) -> str:
+        """The content check mode would have the task write, from its diff."""
         for data in self.run.results("runner_on_ok"):
-            for diff in data.get("res", {}).get("diff") or []:
-                if isinstance(diff, dict) and diff.get("after_header", "").endswith(dest):
-                    return str(diff["after"])
-        raise AssertionError(f"no diff rendered for {dest}")
+            if data.get("role") == "keycloak" and data.get("task") == task:
+                [diff] = data["res"]["diff"]
+                return str(diff["after"])
+        raise AssertionError(f"no result for the task {task!r}")
 
 
-def _variables(db_password: str, admin_password: str) -> dict[str, Any]:
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def keycloak_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A local mirror with a stand-in release archive and its checksum file, as Keycloak publishes them."""
+    root = tmp_path_factory.mktemp("keycloak-mirror")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        script = b"#!/bin/sh\nexit 1\n"
+        info = tarfile.TarInfo(f"keycloak-{VERSION}/bin/kc.sh")
+        info.size, info.mode = len(script), 0o755
+        archive.addfile(info, io.BytesIO(script))
+    name = f"keycloak-{VERSION}.tar.gz"
+    (root / name).write_bytes(buffer.getvalue())
+    (root / f"{name}.sha1").write_text(hashlib.sha1(buffer.getvalue()).hexdigest() + "\n")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{name}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _variables(mirror: str, db_password: str, admin_password: str) -> dict[str, Any]:
     return {
+        "keycloak_version": VERSION,
+        "keycloak_download_url": mirror,
         "keycloak_hostname": "https://sso.antenna-throwaway.test",
         "keycloak_db_url": "jdbc:postgresql://db.antenna-throwaway.test:5432/keycloak",
         "keycloak_db_password": db_password,
@@ -48,12 +87,12 @@ def _variables(db_password: str, admin_password: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def keycloak_check() -> Iterator[KeycloakCheck]:
+def keycloak_check(keycloak_mirror: str) -> Iterator[KeycloakCheck]:
     db_password = "kc-db-" + secrets.token_urlsafe(16)
     admin_password = "kc-admin-" + secrets.token_urlsafe(16)
     with throwaway_host("antenna-keycloak") as host:
         inventory = write_inventory(
-            host.run_dir / "inventory.yml", host, ["keycloak"], _variables(db_password, admin_password)
+            host.run_dir / "inventory.yml", host, ["keycloak"], _variables(keycloak_mirror, db_password, admin_password)
         )
         run = run_site(inventory, check=True, diff=True, tags=["keycloak"])
         yield KeycloakCheck(run, db_password, admin_password)
@@ -68,7 +107,7 @@ def test_role_passes_check_mode_on_a_fresh_host(keycloak_check: KeycloakCheck) -
 
 
 def test_configuration_sets_what_the_deployment_relies_on(keycloak_check: KeycloakCheck) -> None:
-    conf = keycloak_check.rendered("/etc/keycloak/keycloak.conf")
+    conf = keycloak_check.rendered("Write the server configuration")
     lines = {line for line in conf.splitlines() if line and not line.startswith("#")}
     assert {
         "db=postgres",
@@ -86,7 +125,7 @@ def test_configuration_sets_what_the_deployment_relies_on(keycloak_check: Keyclo
 
 
 def test_unit_runs_the_optimized_build_as_its_own_user(keycloak_check: KeycloakCheck) -> None:
-    unit = keycloak_check.rendered("/etc/systemd/system/keycloak.service")
+    unit = keycloak_check.rendered("Install the systemd unit")
     assert "User=keycloak" in unit.splitlines()
     assert "EnvironmentFile=/etc/keycloak/keycloak.env" in unit.splitlines()
     assert (
@@ -101,9 +140,11 @@ def test_passwords_never_appear_in_output_or_diffs(keycloak_check: KeycloakCheck
     assert keycloak_check.admin_password not in text
 
 
-def test_role_refuses_to_run_without_the_database_password() -> None:
+def test_role_refuses_to_run_without_the_database_password(keycloak_mirror: str) -> None:
     with throwaway_host("antenna-keycloak-nopw") as host:
-        inventory = write_inventory(host.run_dir / "inventory.yml", host, ["keycloak"], _variables("", "x"))
+        inventory = write_inventory(
+            host.run_dir / "inventory.yml", host, ["keycloak"], _variables(keycloak_mirror, "", "x")
+        )
         run = run_site(inventory, check=True, tags=["keycloak"])
     assert not run.ok
     assert any("keycloak_db_password must come from ansible-vault" in f for f in run.failures())
