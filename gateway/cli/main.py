@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gateway.cli.client import ApiClient, CliError, Profile, device_login, load_profile, profile_path, save_profile
+from gateway.deploy.cli import make_deploy_app
 from gateway.errors import AntennaError, ConfigurationError
 from gateway.realm.cli import project_app, realm_app
 from gateway.secrets.cli import vault_app
@@ -40,6 +41,9 @@ app.add_typer(admin, name="admin")
 app.add_typer(config_app, name="config")
 app.add_typer(realm_app(), name="realm", help="Check the live Keycloak realm against the identity contract.")
 app.add_typer(project_app(), name="project", help="Put people in or out of a project's group in Keycloak.")
+app.add_typer(
+    make_deploy_app(), name="deploy", help="Deploy the stack: Pulumi (identity, secrets, gateway), Ansible (hosts)."
+)
 app.add_typer(vault_app(), name="vault", help="Bootstrap a development Vault; secret-ids; SSH account lists.")
 
 out = Console()
