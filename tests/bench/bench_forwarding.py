@@ -10,18 +10,22 @@ Phases, each on the real cluster and the real PostgreSQL:
   (a) direct: ``--jobs`` POSTs to slurmrestd's job/submit, 8 at a time (the forwarder's in-flight bound per
       site), each with the body the slurmrestd connector sends;
   (b) gateway: the same jobs submitted to the API (8 clients), measured from the start of each API request to
-      the moment the forwarder has recorded the site's job id;
+      the moment the forwarder has recorded the site's job id; (b2) the same with the forwarder in a process
+      of its own (tests/faults/forwarder_worker.py), as a separate replica runs it;
   paced latency: 50 jobs one after another on each path, so that no queueing is measured, only what the
       gateway adds; the gateway once as wired today (the forwarder polls the outbox every 0.5 s when idle) and
       once with the forwarder woken by the submission (``Forwarder.wake``);
   (c) RPCs: ``sdiag``'s per-message RPC counts around one status-sync cycle, with 10 then 1,000 active jobs,
       for lumi (slurmrestd) and lucia (ssh).
+The CPU column is this process's CPU time per job (HTTP client, API, and the forwarder unless it runs
+apart): unlike rates, it does not depend on what else the machine is doing.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import platform
 import re
@@ -40,6 +44,7 @@ from sqlalchemy import select
 from gateway.connectors.base import SiteJobRequest
 from gateway.connectors.slurm_openapi import V0038
 from gateway.jobs.models import Job, JobEvent, JobState
+from tests.faults import forwarder_worker
 from tests.faults.stackgw import ALICE, PROJECT, QUOTA_ADMIN, StackGateway, stack_gateway, stack_sites
 from tests.stack.plugin import SlurmStack, start_stack
 from tests.support.db import drop_pg_schema, new_pg_schema, pg_schema_url
@@ -57,6 +62,7 @@ class Phase:
     count: int
     seconds: float
     latencies_ms: list[float]
+    cpu_ms: float = 0.0  # CPU time of this process (client, API, forwarder) per job
 
     @property
     def rate(self) -> float:
@@ -69,7 +75,7 @@ class Phase:
     def line(self) -> str:
         return (
             f"| {self.name} | {self.count} | {self.seconds:.2f} | {self.rate:.1f} | "
-            f"{statistics.median(self.latencies_ms):.1f} | {self.p(0.95):.1f} |"
+            f"{statistics.median(self.latencies_ms):.1f} | {self.p(0.95):.1f} | {self.cpu_ms:.1f} |"
         )
 
 
@@ -96,6 +102,14 @@ def request(job_id: str) -> SiteJobRequest:
         gpus=0,
         time_limit_minutes=10,
     )
+
+
+async def measured(phase: Any) -> Phase:
+    """Run a phase coroutine and add this process's CPU time per job to its result."""
+    cpu = time.process_time()
+    result: Phase = await phase
+    result.cpu_ms = (time.process_time() - cpu) * 1000 / result.count
+    return result
 
 
 async def direct(stack: SlurmStack, count: int, concurrency: int, name: str) -> Phase:
@@ -246,6 +260,25 @@ def added(direct: Phase, gateway: Phase, label: str, target: str) -> str:
     return f"- p50 added latency, {label}: **{through - base:.1f} ms** ({(through / base - 1) * 100:.0f} %{note})"
 
 
+def start_worker(stack: SlurmStack, site: dict[str, Any], database_url: str, data_dir: str) -> Any:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["tests.faults.forwarder_worker"])
+    config = {
+        "settings": {
+            "database": {"url": database_url},
+            "sites": {"lumi": site},
+            "forwarder": {"poll_seconds": 0.05},
+        },
+        "jwt_keys": {"lumi": str(stack.cluster("lumi").jwt_key)},
+        "data_dir": data_dir,
+        "lease_seconds": 120,
+        "max_in_flight": IN_FLIGHT,
+    }
+    worker = context.Process(target=forwarder_worker.main, args=(config,), daemon=True)
+    worker.start()
+    return worker
+
+
 # --- the run -----------------------------------------------------------------------------------------------
 
 
@@ -272,12 +305,28 @@ async def run(args: argparse.Namespace) -> str:
                 await direct(stack, 20, IN_FLIGHT, "warm-up")
                 await through_gateway(gw, 20, IN_FLIGHT, "warm-up", wake=False)
 
-                a = await direct(stack, args.jobs, IN_FLIGHT, "(a) direct to slurmrestd, 8 in flight")
-                b = await through_gateway(gw, args.jobs, IN_FLIGHT, "(b) through the gateway, 8 clients", wake=False)
-                pa = await direct(stack, 50, 1, "paced: direct")
-                pb = await through_gateway(gw, 50, 1, "paced: gateway, outbox polled (0.5 s)", wake=False)
-                pw = await through_gateway(gw, 50, 1, "paced: gateway, forwarder woken on submit", wake=True)
-                phases = [a, b, pa, pb, pw]
+                a = await measured(direct(stack, args.jobs, IN_FLIGHT, "(a) direct to slurmrestd, 8 in flight"))
+                b = await measured(
+                    through_gateway(gw, args.jobs, IN_FLIGHT, "(b) through the gateway, 8 clients", wake=False)
+                )
+                pa = await measured(direct(stack, 50, 1, "paced: direct"))
+                pb = await measured(through_gateway(gw, 50, 1, "paced: gateway, outbox polled (0.5 s)", wake=False))
+                pw = await measured(through_gateway(gw, 50, 1, "paced: gateway, forwarder woken on submit", wake=True))
+                stop.set()
+                await forwarding
+                # The forwarder as a replica of its own (any number may run): a process beside the API's.
+                worker = start_worker(stack, sites["lumi"], pg_schema_url(schema), tmp)
+                try:
+                    b2 = await measured(
+                        through_gateway(gw, args.jobs, IN_FLIGHT, "(b2) gateway, forwarder process", wake=False)
+                    )
+                    pw2 = await measured(through_gateway(gw, 50, 1, "paced: gateway, forwarder process", wake=False))
+                finally:
+                    worker.kill()
+                    worker.join(30)
+                phases = [a, b, b2, pa, pb, pw, pw2]
+                stop = asyncio.Event()
+                forwarding = asyncio.create_task(gw.rt.forwarder.run_forever(stop))
 
                 rpcs: dict[tuple[str, int], dict[str, int]] = {}
                 for site in ("lumi", "lucia"):
@@ -299,13 +348,15 @@ async def run(args: argparse.Namespace) -> str:
             "gateway API over ASGI in-process, one forwarder (8 deliveries in flight per site), "
             f"{time.strftime('%Y-%m-%d')}.",
             "",
-            "| phase | jobs | seconds | jobs/s | p50 ms | p95 ms |",
-            "|---|---|---|---|---|---|",
+            "| phase | jobs | seconds | jobs/s | p50 ms | p95 ms | CPU ms/job (this process) |",
+            "|---|---|---|---|---|---|---|",
             *(p.line() for p in phases),
             "",
-            f"- throughput through the gateway / direct: **{b.rate / a.rate:.2f}×** (target ≥ 0.9×)",
+            f"- throughput through the gateway / direct: **{b.rate / a.rate:.2f}×** in one process, "
+            f"**{b2.rate / a.rate:.2f}×** with the forwarder in its own process (target ≥ 0.9×)",
             added(pa, pb, "paced, outbox polled", "target ≤ 10 %"),
             added(pa, pw, "paced, woken on submit", ""),
+            added(pa, pw2, "paced, forwarder process polling every 0.05 s", ""),
             "",
             "slurmctld RPCs in one status-sync cycle (`sdiag` counts by message type, before and after; "
             "its own REQUEST_STATS_INFO removed):",

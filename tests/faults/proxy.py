@@ -9,7 +9,6 @@ hold the answer to a submission after the site has produced it (the gateway's cr
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import threading
 from collections.abc import Iterator
@@ -35,7 +34,9 @@ class SlurmrestdProxy:
         self.release = threading.Event()  # cleared: every request waits before reaching the daemon
         self.release.set()
         self.throttle_seconds = 0  # > 0: answer 429 with this Retry-After instead of forwarding
-        self.hold_answers: tuple[float, float] | None = None  # hold submit answers for uniform(a, b) seconds
+        self.hold_answers = False  # hold each submission's answer, after the site produced it, until released
+        self.answers = threading.Event()  # cleared: held answers wait
+        self.answers.set()
         self.held = threading.Event()  # set while some request or answer is held
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -53,6 +54,7 @@ class SlurmrestdProxy:
 
     def close(self) -> None:
         self.release.set()
+        self.answers.set()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
@@ -120,11 +122,11 @@ class SlurmrestdProxy:
                 finally:
                     self._count(holding=-1)
             answer = await self._forward(_CONNECTION.sub(b"", head)[:-2] + b"Connection: close\r\n\r\n" + body)
-            if method == "POST" and self.hold_answers is not None:
+            if method == "POST" and self.hold_answers and not self.answers.is_set():
                 # The site has accepted the job; the gateway does not know yet.
                 self._count(holding=1)
                 try:
-                    await asyncio.sleep(random.uniform(*self.hold_answers))
+                    await asyncio.to_thread(self.answers.wait)
                 finally:
                     self._count(holding=-1)
             if method == "POST":

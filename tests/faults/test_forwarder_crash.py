@@ -1,9 +1,9 @@
 """The gateway killed with SIGKILL between the site accepting a job and the gateway recording it, 20 times.
 
 A forwarder process (tests/faults/forwarder_worker.py, on the real PostgreSQL) delivers to the real
-slurmrestd of the stack's `lumi` cluster through a proxy that holds each submission's answer for a moment
-after slurmctld has accepted the job. Each kill lands at a random moment inside that hold, when the job
-exists at the site and the gateway has not recorded it. After restarts, every job must exist at the site
+slurmrestd of the stack's `lumi` cluster through a proxy that holds the answers to submissions after
+slurmctld has accepted the jobs. Each kill lands at a random moment while answers are held, when jobs
+exist at the site and the gateway has not recorded them. After restarts, every job must exist at the site
 exactly once: the next attempt finds it by its stamp instead of submitting it again.
 """
 
@@ -42,7 +42,7 @@ async def test_sigkill_between_site_acceptance_and_recording_never_duplicates_a_
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["tests.faults.forwarder_worker"])
     with proxy_to(str(slurm_stack.cluster("lumi").slurmrestd_url)) as proxy:
-        proxy.hold_answers = (0.4, 0.8)  # the window: the job is at the site, the answer not yet delivered
+        proxy.hold_answers = True  # the window: the jobs are at the site, their answers held until the kill
         sites = {"lumi": stack_sites(slurm_stack, lumi={"options": {"url": proxy.url}})["lumi"]}
         async with stack_gateway(slurm_stack, test_idp, tmp_path, sites=sites, database_url=pg_url) as gw:
             config: dict[str, Any] = {
@@ -60,18 +60,19 @@ async def test_sigkill_between_site_acceptance_and_recording_never_duplicates_a_
             in_window = 0
             for _ in range(KILLS):
                 jobs += [(await gw.submit(site="lumi", partition="small", script=TRUE))["id"] for _ in range(3)]
-                await settle(proxy)
+                proxy.answers.clear()
                 worker = context.Process(target=forwarder_worker.main, args=(config,), daemon=True)
                 worker.start()
                 assert await asyncio.to_thread(proxy.held.wait, 60), f"no submission reached the site (seed {seed})"
-                await asyncio.sleep(rng.uniform(0.0, 0.3))
+                await asyncio.sleep(rng.uniform(0.0, 0.3))  # more of its submissions may reach the site meanwhile
                 in_window += proxy.snapshot().holding > 0
                 os.kill(worker.pid or 0, signal.SIGKILL)
                 await asyncio.to_thread(worker.join, 30)
                 assert worker.exitcode == -signal.SIGKILL
+                proxy.answers.set()  # the answers go nowhere: their forwarder is dead
+                await settle(proxy)
             assert in_window == KILLS, f"only {in_window} kills landed in the window (seed {seed})"
 
-            await settle(proxy)
             last = context.Process(target=forwarder_worker.main, args=(config,), daemon=True)
             last.start()
             try:
