@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -23,10 +24,11 @@ from gateway.db import Database, make_engine
 from gateway.errors import RateLimited
 from gateway.identity import DevIssuer, KeySetCache, KeySource, TokenVerifier
 from gateway.jobs.forwarder import Forwarder
-from gateway.jobs.models import Job, OutboxEntry
+from gateway.jobs.models import Job, OutboxEntry, ProjectSite
 from gateway.jobs.service import JobService
 from gateway.jobs.sync import StatusSync
 from gateway.ledger.models import AccountKind, LedgerAccount
+from gateway.ledger.reconcile import Reconciliation, reconcile_session
 from gateway.metrics import LedgerFigures, Metrics, Snapshot
 from gateway.migrations import migrate
 from gateway.secrets import SecretStore
@@ -124,6 +126,32 @@ class Runtime:
             return Snapshot(ledger, jobs, backlog)
 
         return self.db.run(read)
+
+    async def reconcile(self, site: str, *, start: datetime, end: datetime) -> Reconciliation:
+        """Compare the ledger with ``site``'s accounting for ``[start, end)``; report by metric and log."""
+        records = await self.connectors[site].usage(start=start, end=end)
+        partitions = self.settings.sites[site].partitions
+
+        def compare(session: Session) -> Reconciliation:
+            accounts = {row.project_account: row.project for row in session.scalars(select(ProjectSite))}
+            projects = session.scalars(select(LedgerAccount.project).where(LedgerAccount.site == site)).all()
+            by_account = {p: p for p in projects if p} | accounts
+            return reconcile_session(
+                session,
+                site=site,
+                start=start,
+                end=end,
+                site_records=records,
+                projects_by_account=by_account,
+                formulas={name: p.billing for name, p in partitions.items()},
+            )
+
+        result = await asyncio.to_thread(self.db.run, compare)
+        for total in result.totals:
+            self.metrics.reconciliation_difference.labels(total.project, total.site, total.unit).set(float(total.delta))
+        level = logging.INFO if result.ok else logging.WARNING
+        log.log(level, "reconciliation", extra={"site": site, "summary": result.summary()})
+        return result
 
     async def start_background(self) -> None:
         if self.settings.forwarder.enabled:

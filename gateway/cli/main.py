@@ -449,6 +449,70 @@ def admin_map_account(
     out.print(f"{person} → {account} at {site}")
 
 
+@admin.command("reconcile")
+def admin_reconcile(
+    site: Annotated[str, typer.Option(help="the site whose accounting to compare")],
+    config: ConfigOpt = None,
+    days: Annotated[int, typer.Option(help="the window: the last N days")] = 30,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare the ledger's charges with the site's own accounting (run on a gateway host, with its config)."""
+    import asyncio
+    from datetime import timedelta
+
+    from gateway.runtime import build_runtime
+    from gateway.settings import load_settings
+
+    try:
+        settings = load_settings(config)
+        if site not in settings.sites:
+            raise ConfigurationError(f"sites: no site {site!r}")
+        runtime = build_runtime(settings)
+    except AntennaError as exc:
+        err.print(f"[red]error:[/red] {escape(exc.detail)}")
+        raise typer.Exit(EXIT_FAILED) from exc
+    end = datetime.now(UTC)
+
+    async def run() -> Any:
+        try:
+            return await runtime.reconcile(site, start=end - timedelta(days=days), end=end)
+        finally:
+            await runtime.aclose()
+
+    try:
+        result = asyncio.run(run())
+    except AntennaError as exc:
+        err.print(f"[red]error:[/red] {escape(exc.detail)}")
+        raise typer.Exit(EXIT_FAILED) from exc
+    if as_json:
+        _emit(
+            {
+                "ok": result.ok,
+                "summary": result.summary(),
+                "differences": [{**vars(d), "delta": d.delta} for d in result.differences],
+            },
+            True,
+        )
+    else:
+        out.print(result.summary(), soft_wrap=True)
+        table = Table("kind", "project", "unit", "job", "site jobs", "ledger", "site", "delta")
+        for d in result.differences:
+            table.add_row(
+                d.kind.value,
+                d.project or "",
+                d.unit or "",
+                (d.job_id or "")[:8],
+                ",".join(d.site_job_ids),
+                str(d.ledger_amount),
+                str(d.site_amount),
+                str(d.delta),
+            )
+        if result.differences:
+            out.print(table)
+    if not result.ok:
+        raise typer.Exit(EXIT_FAILED)
+
+
 @config_app.command("check")
 def config_check(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
