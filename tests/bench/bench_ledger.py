@@ -56,6 +56,8 @@ class Outcome:
     latencies_ms: list[float]
     refused: int = 0
     busy: int = 0
+    client_cpu_ms: float | None = None  # CPU of the gateway's client processes per reservation
+    server_cpu_ms: float | None = None  # CPU of their PostgreSQL backends per reservation (local server only)
 
     @property
     def rate(self) -> float:
@@ -70,13 +72,19 @@ class Outcome:
 # --- the gateway's clients ------------------------------------------------------------------------
 
 
-def client_process(url: str, projects: int, threads: int, warmup: float, seconds: float, tag: str, out: Any) -> None:
-    """``threads`` clients in one process, each reserving in a loop; reports (count, latencies) after."""
+def client_process(
+    url: str, projects: int, threads: int, window: tuple[float, float], tag: str, ready: Any, go: Any, out: Any
+) -> None:
+    """``threads`` clients in one process, reserving in a loop; reports counts, latencies and CPU seconds.
+
+    ``window`` is (warm-up seconds, measured seconds) after the common start ``go`` carries.
+    """
     db = Database(make_engine(url, pool_size=threads))
-    start_at = time.monotonic() + 1.0  # every process is connected before anyone measures
     lock = threading.Lock()
     latencies: list[float] = []
     counts = {"ok": 0, "refused": 0, "busy": 0}
+    connected = threading.Barrier(threads + 1)
+    start = {"at": 0.0}
 
     def client(n: int) -> None:
         import random
@@ -84,16 +92,15 @@ def client_process(url: str, projects: int, threads: int, warmup: float, seconds
         rng = random.Random(f"{tag}-{n}")
         mine: list[float] = []
         done = refused = busy = 0
-        db.run(lambda s: ledger.balances(s, project="p0"))  # connect
-        while time.monotonic() < start_at:
-            time.sleep(0.01)
-        measure_from = start_at + warmup
-        stop_at = measure_from + seconds
+        db.run(lambda s: ledger.balances(s, project="p0"))  # connect before the start
+        connected.wait()
+        connected.wait()  # released once the common start time is known
+        measure_from = start["at"] + window[0]
+        stop_at = measure_from + window[1]
+        while time.time() < start["at"]:
+            time.sleep(0.005)
         i = 0
-        while True:
-            now = time.monotonic()
-            if now >= stop_at:
-                break
+        while (now := time.time()) < stop_at:
             i += 1
             project = "p0" if projects == 1 else f"p{rng.randrange(projects)}"
             job = f"{tag}-{n}-{i}"
@@ -129,31 +136,85 @@ def client_process(url: str, projects: int, threads: int, warmup: float, seconds
     pool = [threading.Thread(target=client, args=(n,)) for n in range(threads)]
     for thread in pool:
         thread.start()
+    connected.wait()
+    ready.put("ready")
+    start["at"] = go.get()
+    connected.wait()
+    cpu = sleep_until(start["at"] + window[0], time.process_time)
+    cpu = sleep_until(start["at"] + window[0] + window[1], time.process_time) - cpu
     for thread in pool:
         thread.join()
     db.dispose()
-    out.put((counts, latencies))
+    out.put((counts, latencies, cpu))
+
+
+def sleep_until(when: float, sample: Any) -> float:
+    time.sleep(max(0.0, when - time.time()))
+    value: float = sample()
+    return value
+
+
+def backend_pids(url: str) -> list[int]:
+    """PostgreSQL backends serving the gateway's clients (they connect with the schema as application name)."""
+    engine = create_engine(SERVER)
+    with engine.connect() as conn:
+        pids = conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"), {"name": app_name(url)}
+        ).scalars()
+        found = list(pids)
+    engine.dispose()
+    return found
+
+
+def app_name(url: str) -> str:
+    name = make_url(url).query.get("application_name", "")
+    return name if isinstance(name, str) else name[0]
+
+
+def backends_cpu(pids: list[int]) -> float | None:
+    """CPU seconds used so far by these local server processes (None if /proc cannot show them)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = seen = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # not a local server, or the backend went away
+        seen += 1
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick if seen else None
 
 
 def run_gateway(url: str, *, projects: int, clients: int, processes: int, warmup: float, seconds: float) -> Outcome:
     ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
+    ready, out = ctx.Queue(), ctx.Queue()
+    gos = [ctx.Queue() for _ in range(processes)]
     per = [clients // processes + (1 if k < clients % processes else 0) for k in range(processes)]
     tag = uuid.uuid4().hex[:6]
     procs = [
-        ctx.Process(target=client_process, args=(url, projects, n, warmup, seconds, f"{tag}{k}", out))
+        ctx.Process(target=client_process, args=(url, projects, n, (warmup, seconds), f"{tag}{k}", ready, gos[k], out))
         for k, n in enumerate(per)
     ]
     for proc in procs:
         proc.start()
+    for _ in procs:
+        ready.get()  # every client connected
+    pids = backend_pids(url)
+    begin = time.time() + 0.5
+    for go in gos:
+        go.put(begin)
+    server_cpu = sleep_until(begin + warmup, lambda: backends_cpu(pids))
+    server_end = sleep_until(begin + warmup + seconds, lambda: backends_cpu(pids))
     latencies: list[float] = []
     count = refused = busy = 0
+    client_cpu = 0.0
     for _ in procs:
-        counts, lats = out.get()
+        counts, lats, cpu = out.get()
         count += counts["ok"]
         refused += counts["refused"]
         busy += counts["busy"]
         latencies.extend(lats)
+        client_cpu += cpu
     for proc in procs:
         proc.join()
     name = (
@@ -161,7 +222,11 @@ def run_gateway(url: str, *, projects: int, clients: int, processes: int, warmup
         if projects == 1
         else f"gateway ledger.reserve, {projects} projects"
     )
-    return Outcome(name, count, seconds, latencies, refused, busy)
+    outcome = Outcome(name, count, seconds, latencies, refused, busy)
+    outcome.client_cpu_ms = 1000 * client_cpu / max(count, 1)
+    if server_cpu is not None and server_end is not None:
+        outcome.server_cpu_ms = 1000 * (server_end - server_cpu) / max(count, 1)
+    return outcome
 
 
 # --- pgbench --------------------------------------------------------------------------------------
@@ -286,7 +351,8 @@ def machine(url: str) -> dict[str, str]:
         "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
         "postgresql": f"{version} (fsync={fsync}, synchronous_commit={sync}), on the same machine",
         "python": platform.python_version(),
-        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1/5/15 min load average at start)",
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg())
+        + " (1/5/15 min load average before the run: the machine is shared with other work)",
     }
 
 
@@ -295,7 +361,7 @@ def prepare(schema: str, projects: int) -> str:
     with admin.begin() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
     admin.dispose()
-    url = f"{SERVER}?options=-csearch_path%3D{schema}"
+    url = f"{SERVER}?options=-csearch_path%3D{schema}&application_name=antenna-bench-{schema[-10:]}"
     engine = make_engine(url)
     migrate(engine)
     db = Database(engine)
@@ -344,6 +410,8 @@ def check(url: str) -> list[str]:
 def merged(runs: list[Outcome]) -> Outcome:
     """Several rounds of one measurement: the median rate, the latencies of all rounds."""
     rate = statistics.median(o.rate for o in runs)
+    client = [o.client_cpu_ms for o in runs if o.client_cpu_ms is not None]
+    server = [o.server_cpu_ms for o in runs if o.server_cpu_ms is not None]
     return Outcome(
         runs[0].name,
         round(rate * runs[0].seconds),
@@ -351,6 +419,23 @@ def merged(runs: list[Outcome]) -> Outcome:
         [x for o in runs for x in o.latencies_ms],
         sum(o.refused for o in runs),
         sum(o.busy for o in runs),
+        statistics.median(client) if client else None,
+        statistics.median(server) if server else None,
+    )
+
+
+def cpu_note(gateway: Outcome) -> str:
+    """The gateway's measured CPU cost per reservation, and what it implies for dedicated cores."""
+    if gateway.client_cpu_ms is None or gateway.server_cpu_ms is None:
+        return ""
+    cores = os.cpu_count() or 1
+    ceiling = cores * 1000 / (gateway.client_cpu_ms + gateway.server_cpu_ms)
+    return (
+        f"CPU per gateway reservation (medians): {gateway.client_cpu_ms:.2f} ms in the gateway's client "
+        f"processes + {gateway.server_cpu_ms:.2f} ms in their PostgreSQL backends (WAL writer not counted); "
+        f"{cores} cores doing nothing else could "
+        f"therefore serve at most about {ceiling:,.0f} reservations/s (a projection from measured costs, "
+        "not a measurement)."
     )
 
 
@@ -365,15 +450,13 @@ def table(rows: list[Outcome], rounds: list[list[Outcome]]) -> str:
     return "\n".join(lines)
 
 
-def scenario(args: argparse.Namespace, projects: int) -> tuple[list[Outcome], list[list[Outcome]], list[str]]:
+def scenario(args: argparse.Namespace, projects: int) -> tuple[list[Outcome], list[list[Outcome]]]:
     """Every round measures the ceiling, the statement under pgbench and the gateway back to back."""
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     url = prepare(schema, projects)
     rounds: list[list[Outcome]] = []
-    loads: list[str] = []
     try:
         for _ in range(args.rounds):
-            loads.append(f"{os.getloadavg()[0]:.1f}")
             bare = run_pgbench(
                 url,
                 schema,
@@ -405,7 +488,7 @@ def scenario(args: argparse.Namespace, projects: int) -> tuple[list[Outcome], li
     finally:
         drop(schema)
     rows = [merged([r[i] for r in rounds]) for i in range(3)]
-    return rows, rounds, loads
+    return rows, rounds
 
 
 def main() -> None:
@@ -419,11 +502,11 @@ def main() -> None:
     parser.add_argument("--write-results", action="store_true", help=f"rewrite the Ledger section of {RESULTS.name}")
     args = parser.parse_args()
     info = machine(SERVER)
-    results: dict[str, tuple[list[Outcome], list[list[Outcome]], list[str]]] = {}
+    results: dict[str, tuple[list[Outcome], list[list[Outcome]]]] = {}
     for label, projects in (("hot", 1), ("spread", args.projects)):
         results[label] = scenario(args, projects)
-        rows, rounds, loads = results[label]
-        print(f"\n{label} (load average per round: {', '.join(loads)}):\n{table(rows, rounds)}", flush=True)
+        rows, rounds = results[label]
+        print(f"\n{label}:\n{table(rows, rounds)}\n{cpu_note(rows[2])}", flush=True)
         if rows[2].refused or rows[2].busy:
             print(f"  ({rows[2].refused} refused, {rows[2].busy} DatabaseBusy)")
     hot_ratio = statistics.median(r[2].rate / r[0].rate for r in results["hot"][1])
@@ -440,7 +523,7 @@ def main() -> None:
 
 def write_results(
     info: dict[str, str],
-    results: dict[str, tuple[list[Outcome], list[list[Outcome]], list[str]]],
+    results: dict[str, tuple[list[Outcome], list[list[Outcome]]]],
     verdict: str,
     args: argparse.Namespace,
 ) -> None:
@@ -457,15 +540,15 @@ def write_results(
         "",
         f"### (a) {args.clients} clients, one project (one hot row)",
         "",
-        f"Load average (1 min) at each round: {', '.join(results['hot'][2])}.",
-        "",
         table(results["hot"][0], results["hot"][1]),
+        "",
+        cpu_note(results["hot"][0][2]),
         "",
         f"### (b) {args.clients} clients spread over {args.projects} projects",
         "",
-        f"Load average (1 min) at each round: {', '.join(results['spread'][2])}.",
-        "",
         table(results["spread"][0], results["spread"][1]),
+        "",
+        cpu_note(results["spread"][0][2]),
         "",
         f"**Verdict:** {verdict}.",
         "",
