@@ -28,11 +28,12 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.dialects import postgresql
@@ -46,6 +47,7 @@ SERVER = os.environ.get("ANTENNA_TEST_PG", "postgresql+psycopg://postgres@127.0.
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 AT = T0 + timedelta(days=1)
 RESULTS = Path(__file__).with_name("RESULTS.md")
+T = TypeVar("T")
 
 
 @dataclass
@@ -148,10 +150,9 @@ def client_process(
     out.put((counts, latencies, cpu))
 
 
-def sleep_until(when: float, sample: Any) -> float:
+def sleep_until(when: float, sample: Callable[[], T]) -> T:
     time.sleep(max(0.0, when - time.time()))
-    value: float = sample()
-    return value
+    return sample()
 
 
 def backend_pids(url: str) -> list[int]:
@@ -171,18 +172,17 @@ def app_name(url: str) -> str:
     return name if isinstance(name, str) else name[0]
 
 
-def backends_cpu(pids: list[int]) -> float | None:
-    """CPU seconds used so far by these local server processes (None if /proc cannot show them)."""
+def backends_cpu(pids: list[int]) -> dict[int, float]:
+    """CPU seconds used so far by each of these local server processes that /proc shows."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = seen = 0
+    found = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # not a local server, or the backend went away
-        seen += 1
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick if seen else None
+        found[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return found
 
 
 def run_gateway(url: str, *, projects: int, clients: int, processes: int, warmup: float, seconds: float) -> Outcome:
@@ -224,8 +224,9 @@ def run_gateway(url: str, *, projects: int, clients: int, processes: int, warmup
     )
     outcome = Outcome(name, count, seconds, latencies, refused, busy)
     outcome.client_cpu_ms = 1000 * client_cpu / max(count, 1)
-    if server_cpu is not None and server_end is not None:
-        outcome.server_cpu_ms = 1000 * (server_end - server_cpu) / max(count, 1)
+    both = server_cpu.keys() & server_end.keys()
+    if both:
+        outcome.server_cpu_ms = 1000 * sum(server_end[p] - server_cpu[p] for p in both) / max(count, 1)
     return outcome
 
 
