@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,15 +66,17 @@ def deploy(request: DeployRequest, progress: Callable[[DeployEvent], None]) -> D
     summary = DeploySummary(stack=request.stack, plan=request.plan)
     if "hosts" in parts:
         progress(DeployEvent("hosts", "step_started", name=str(inventory)))
-        package = build_gateway_package(repo, repo / "var" / "deploy" / "dist")
-        run = PlaybookRun(
-            playbooks_dir=playbooks,
-            inventory=inventory,
-            check=request.plan,
-            limit=request.limit,
-            extravars={"gateway_wheel": str(package.wheel), "gateway_requirements": str(package.requirements)},
-        )
-        result = run_playbook(run, progress)
+        # Built per deploy, in a directory of its own: concurrent deploys never see each other's wheel.
+        with tempfile.TemporaryDirectory(prefix="antenna-package-") as dist:
+            package = build_gateway_package(repo, Path(dist))
+            run = PlaybookRun(
+                playbooks_dir=playbooks,
+                inventory=inventory,
+                check=request.plan,
+                limit=request.limit,
+                extravars={"gateway_wheel": str(package.wheel), "gateway_requirements": str(package.requirements)},
+            )
+            result = run_playbook(run, progress)
         summary.steps.append(result)
         progress(DeployEvent("hosts", "step_finished", message="ok" if result.ok else "failed"))
         if not result.ok:

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.deploy.package import GatewayPackage, build_gateway_package
 from tests.playbooks.site import SiteRun, free_ports, run_site, stack_variables, write_inventory
-from tests.playbooks.throwaway_host import REPO_ROOT, VAR, ThrowawayHost, throwaway_host
+from tests.playbooks.throwaway_host import REPO_ROOT, ThrowawayHost, throwaway_host
 
 # site.yml's groups that can run here (keycloak cannot: see test_keycloak_role.py).
 RUNNABLE_GROUPS = ("openbao", "gateway", "reverse_proxy", "alertmanager", "prometheus")
@@ -27,8 +27,8 @@ class AppliedSite:
 
 
 @pytest.fixture(scope="session")
-def gateway_package() -> GatewayPackage:
-    return build_gateway_package(REPO_ROOT, VAR / "dist")
+def gateway_package(tmp_path_factory: pytest.TempPathFactory) -> GatewayPackage:
+    return build_gateway_package(REPO_ROOT, tmp_path_factory.mktemp("dist"))
 
 
 @pytest.fixture(scope="session")

@@ -38,10 +38,10 @@ LOCAL_CAS = Path("/usr/local/share/ca-certificates")
 DEBOOTSTRAP_TIMEOUT = 900  # seconds: a first download of the base system on a slow mirror
 
 # Runs inside the new namespaces as their PID 1: mounts the overlay and the pseudo-filesystems, then becomes
-# tini in the chroot. Arguments: base, run dir, host name, apt cache, pip cache.
+# tini in the chroot. Arguments: base, run dir, host name, pip cache.
 _INIT = r"""
 set -eu
-base=$1; run=$2; name=$3; apt_cache=$4; pip_cache=$5
+base=$1; run=$2; name=$3; pip_cache=$4
 root=$run/root
 mount -t overlay overlay -o "lowerdir=$base,upperdir=$run/upper,workdir=$run/work" "$root"
 mount -t proc proc "$root/proc"
@@ -60,8 +60,7 @@ ln -s /proc/self/fd/1 "$root/dev/stdout"
 ln -s /proc/self/fd/2 "$root/dev/stderr"
 mount -t tmpfs -o nosuid,nodev tmpfs "$root/dev/shm"
 mount -t tmpfs -o mode=755,nosuid,nodev tmpfs "$root/run"
-mkdir -p "$root/var/cache/apt/archives" "$root/root/.cache/pip"
-mount --bind "$apt_cache" "$root/var/cache/apt/archives"
+mkdir -p "$root/root/.cache/pip"
 mount --bind "$pip_cache" "$root/root/.cache/pip"
 hostname "$name"
 printf '%s\n' "$name" > "$root/etc/hostname"
@@ -79,6 +78,20 @@ exec nsenter --target {pid} --mount --uts --ipc --pid --root --wd -- \\
     /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \\
     "$@"
 """
+
+
+# Downloaded packages are kept for the next hosts. Each host has its own archive directory (apt locks it for a
+# whole install, which would serialise hosts of concurrent test sessions): the .deb files are hard-linked in
+# before it starts and back out after it stops. pip's cache is safe to share and is bind-mounted.
+APT_CACHE = VAR / "cache" / "apt"
+HOST_ARCHIVES = "var/cache/apt/archives"
+
+
+def _share_debs(source: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for deb in source.glob("*.deb") if source.is_dir() else ():
+        with contextlib.suppress(FileExistsError):
+            os.link(deb, target / deb.name)
 
 
 class ThrowawayHostError(RuntimeError):
@@ -209,6 +222,7 @@ class ThrowawayHost:
         os.close(self._pidfd)
         if not ready:
             raise ThrowawayHostError(f"the throwaway host {self.name} (pid {self.init_pid}) did not stop")
+        _share_debs(self.run_dir / "upper" / HOST_ARCHIVES, APT_CACHE)
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
@@ -217,10 +231,10 @@ def throwaway_host(name: str = "antenna-throwaway") -> Iterator[ThrowawayHost]:
     """A fresh host on the cached base; removed with everything it ran on exit."""
     base = ensure_base()
     run_dir = VAR / "runs" / f"{name}-{uuid.uuid4().hex[:8]}"
-    apt_cache = VAR / "cache" / "apt"
     pip_cache = VAR / "cache" / "pip"
-    for directory in (run_dir / "upper", run_dir / "work", run_dir / "root", apt_cache / "partial", pip_cache):
+    for directory in (run_dir / "upper", run_dir / "work", run_dir / "root", pip_cache):
         directory.mkdir(parents=True, exist_ok=True)
+    _share_debs(APT_CACHE, run_dir / "upper" / HOST_ARCHIVES)
     argv = [
         # If this process dies, unshare dies, and with it (--kill-child) the namespaces.
         "setpriv",
@@ -240,7 +254,6 @@ def throwaway_host(name: str = "antenna-throwaway") -> Iterator[ThrowawayHost]:
         str(base),
         str(run_dir),
         name,
-        str(apt_cache),
         str(pip_cache),
     ]
     unshare = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
