@@ -121,7 +121,8 @@ class Reservation(Base):
     __tablename__ = "ledger_reservations"
 
     job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    account_id: Mapped[int] = mapped_column(Id, index=True)  # no foreign key: see LedgerEntry
+    # No foreign key (see LedgerEntry); indexed by ix_ledger_reservations_pending, which starts with it.
+    account_id: Mapped[int] = mapped_column(Id)
     person: Mapped[str] = mapped_column(String(255))
     amount: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(16), default=ReservationState.PENDING.value)

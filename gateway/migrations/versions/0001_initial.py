@@ -138,7 +138,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('job_id', name=op.f('pk_ledger_reservations'))
     )
     with op.batch_alter_table('ledger_reservations', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_ledger_reservations_account_id'), ['account_id'], unique=False)
         batch_op.create_index('ix_ledger_reservations_pending', ['account_id', 'state'], unique=False)
 
     op.create_table('outbox',
@@ -279,7 +278,6 @@ def downgrade() -> None:
     op.drop_table('outbox')
     with op.batch_alter_table('ledger_reservations', schema=None) as batch_op:
         batch_op.drop_index('ix_ledger_reservations_pending')
-        batch_op.drop_index(batch_op.f('ix_ledger_reservations_account_id'))
 
     op.drop_table('ledger_reservations')
     with op.batch_alter_table('ledger_entries', schema=None) as batch_op:
