@@ -221,11 +221,13 @@ class Forwarder:
         """Record what deliveries found and claim the next entries, in ONE transaction: under load, many
         outcomes share a commit (the lease covers any lost with a crash before it)."""
         claims = [o.keywords["claim"] for o in outcomes]
+        loaded: list[object] = []  # held: the session's identity map keeps only weak references
         if claims:  # load the rows in two queries, not two per outcome
-            session.scalars(select(OutboxEntry).where(OutboxEntry.id.in_([c.entry_id for c in claims]))).all()
-            session.scalars(select(Job).where(Job.id.in_([c.job_id for c in claims]))).all()
-        for outcome in outcomes:
-            outcome(session)
+            loaded += session.scalars(select(OutboxEntry).where(OutboxEntry.id.in_([c.entry_id for c in claims])))
+            loaded += session.scalars(select(Job).where(Job.id.in_([c.job_id for c in claims])))
+        with session.no_autoflush:  # one flush for all of them, not one before each read
+            for outcome in outcomes:
+                outcome(session)
         return self._claim(session, capacity) if capacity is not None else []
 
     async def _cycle(self) -> list[asyncio.Task[None]]:
