@@ -1,13 +1,14 @@
-"""The keycloak role in check mode on a fresh throwaway host, and its templates as check mode renders them.
+"""site.yml in check mode on a fresh throwaway host (what `antenna deploy --plan` does before a first deploy),
+and the keycloak role's templates as check mode renders them.
 
-No Keycloak server can run here: no Debian package carries it and its release archive (GitHub) is not
-reachable, only the package registries are. So the role is run with --check --diff: every task must pass on a
-host that has nothing installed yet, and the diffs show the rendered configuration and unit, which are checked
-for the settings that matter. Check mode still asks the download URL (a HEAD request) and fetches the
-published checksum, so the archive URL points at a local mirror serving a stand-in archive and its checksum
-file, as an operator's mirror would. What only a real Keycloak could show (that it starts with this
-configuration and answers /health/ready) is not tested here.
-"""
+Every role, Keycloak's included, runs in check mode on a host with nothing installed: no task may fail, and
+nothing may be installed or started. No Keycloak server can run here: no Debian package carries it and its
+release archive (GitHub) is not reachable, only the package registries are; so its role is tested this way,
+and the diffs show its rendered configuration and unit, which are checked for the settings that matter.
+Check mode still asks the archive's URL (a HEAD request) and fetches its published checksum, so the URL
+points at a local mirror serving a stand-in archive and checksum file, as an operator's mirror would. What
+only a real Keycloak could show (that it starts with this configuration and answers /health/ready) is not
+tested here."""
 
 from __future__ import annotations
 
@@ -24,11 +25,22 @@ from typing import Any
 
 import pytest
 
-from tests.playbooks.site import SiteRun, run_site, write_inventory
+from gateway.deploy.package import GatewayPackage
+from tests.playbooks.conftest import RUNNABLE_GROUPS
+from tests.playbooks.site import SiteRun, free_ports, run_site, stack_variables, write_inventory
 from tests.playbooks.throwaway_host import throwaway_host
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 VERSION = "26.5.3"
+# What a real run would create; check mode must not.
+CHECK_ABSENT = (
+    "/usr/bin/prometheus",
+    "/usr/sbin/nginx",
+    "/opt/antenna/venv",
+    "/opt/openbao/venv",
+    "/etc/keycloak/keycloak.conf",
+    "/etc/init.d/antenna-gateway",
+)
 
 
 @dataclass
@@ -36,6 +48,7 @@ class KeycloakCheck:
     run: SiteRun
     db_password: str
     admin_password: str
+    installed: list[str]  # paths of CHECK_ABSENT that exist after the check run
 
     def rendered(self, task: str) -> str:
         """The content check mode would have the task write, from its diff."""
@@ -87,21 +100,32 @@ def _variables(mirror: str, db_password: str, admin_password: str) -> dict[str, 
 
 
 @pytest.fixture(scope="module")
-def keycloak_check(keycloak_mirror: str) -> Iterator[KeycloakCheck]:
+def keycloak_check(keycloak_mirror: str, gateway_package: GatewayPackage) -> Iterator[KeycloakCheck]:
     db_password = "kc-db-" + secrets.token_urlsafe(16)
     admin_password = "kc-admin-" + secrets.token_urlsafe(16)
-    with throwaway_host("antenna-keycloak") as host:
-        inventory = write_inventory(
-            host.run_dir / "inventory.yml", host, ["keycloak"], _variables(keycloak_mirror, db_password, admin_password)
-        )
-        run = run_site(inventory, check=True, diff=True, tags=["keycloak"])
-        yield KeycloakCheck(run, db_password, admin_password)
+    with throwaway_host("antenna-check") as host:
+        variables = stack_variables(
+            free_ports(),
+            wheel=gateway_package.wheel,
+            requirements=gateway_package.requirements,
+            init_output=host.run_dir / "openbao-init.json",
+        ) | _variables(keycloak_mirror, db_password, admin_password)
+        inventory = write_inventory(host.run_dir / "inventory.yml", host, [*RUNNABLE_GROUPS, "keycloak"], variables)
+        run = run_site(inventory, check=True, diff=True)
+        installed = [path for path in CHECK_ABSENT if host.path(path).exists()]
+        yield KeycloakCheck(run, db_password, admin_password, installed)
 
 
-def test_role_passes_check_mode_on_a_fresh_host(keycloak_check: KeycloakCheck) -> None:
+def test_every_role_passes_check_mode_on_a_fresh_host_and_changes_nothing(keycloak_check: KeycloakCheck) -> None:
     run = keycloak_check.run
     assert run.ok, run.failures()
-    changed = run.changed_tasks()
+    roles = {task.split(":")[0] for task in run.changed_tasks()}
+    assert {*RUNNABLE_GROUPS, "node_exporter", "keycloak"} <= roles
+    assert keycloak_check.installed == []
+
+
+def test_keycloak_role_would_download_and_configure(keycloak_check: KeycloakCheck) -> None:
+    changed = keycloak_check.run.changed_tasks()
     assert "keycloak: Download the release archive, checked against its published checksum" in changed
     assert "keycloak: Write the server configuration" in changed
 
