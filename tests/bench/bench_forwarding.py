@@ -197,20 +197,27 @@ async def through_gateway(gw: StackGateway, count: int, concurrency: int, name: 
 _RPC = re.compile(r"^\s*(\S+)\s+\(\s*\d+\)\s+count:(\d+)", re.M)
 
 
-def rpc_counts(stack: SlurmStack, cluster: str) -> dict[str, int]:
+def rpc_counts(stack: SlurmStack, cluster: str) -> tuple[dict[str, int], dict[str, int]]:
+    """sdiag's RPC counts by message type and by user."""
     out = stack.run(cluster, ["sdiag"]).stdout
-    by_type = out.split("Remote Procedure Call statistics by message type", 1)[1]
-    by_type = by_type.split("Remote Procedure Call statistics by user", 1)[0]
-    return {name: int(count) for name, count in _RPC.findall(by_type)}
+    by_type, _, by_user = out.partition("Remote Procedure Call statistics by message type")[2].partition(
+        "Remote Procedure Call statistics by user"
+    )
+    types = {name: int(count) for name, count in _RPC.findall(by_type)}
+    users = {name: int(count) for name, count in _RPC.findall(by_user.split("Pending RPC statistics")[0])}
+    return types, users
 
 
-async def rpcs_per_cycle(gw: StackGateway, stack: SlurmStack, site: str) -> dict[str, int]:
-    before = rpc_counts(stack, site)
+async def rpcs_per_cycle(gw: StackGateway, stack: SlurmStack, site: str) -> tuple[int, dict[str, int]]:
+    """The RPCs slurmctld received from the site's status account during one sync cycle, and every RPC it
+    received meanwhile by type (which includes whatever else runs on the machine)."""
+    account = gw.rt.settings.sites[site].options["status_account"]
+    types_before, users_before = rpc_counts(stack, site)
     await gw.rt.sync.sync_site(site)
-    after = rpc_counts(stack, site)
-    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    delta["REQUEST_STATS_INFO"] = delta.get("REQUEST_STATS_INFO", 0) - 1  # sdiag's own call
-    return {k: v for k, v in delta.items() if v}
+    types_after, users_after = rpc_counts(stack, site)
+    types = {k: v - types_before.get(k, 0) for k, v in types_after.items()}
+    types["REQUEST_STATS_INFO"] = types.get("REQUEST_STATS_INFO", 0) - 1  # sdiag's own call
+    return users_after.get(account, 0) - users_before.get(account, 0), {k: v for k, v in types.items() if v}
 
 
 async def hold_jobs(gw: StackGateway, site: str, count: int) -> list[str]:
@@ -328,7 +335,7 @@ async def run(args: argparse.Namespace) -> str:
                 stop = asyncio.Event()
                 forwarding = asyncio.create_task(gw.rt.forwarder.run_forever(stop))
 
-                rpcs: dict[tuple[str, int], dict[str, int]] = {}
+                rpcs: dict[tuple[str, int], tuple[int, dict[str, int]]] = {}
                 for site in ("lumi", "lucia"):
                     await hold_jobs(gw, site, 10)
                     rpcs[(site, 10)] = await rpcs_per_cycle(gw, stack, site)
@@ -358,15 +365,16 @@ async def run(args: argparse.Namespace) -> str:
             added(pa, pw, "paced, woken on submit", ""),
             added(pa, pw2, "paced, forwarder process polling every 0.05 s", ""),
             "",
-            "slurmctld RPCs in one status-sync cycle (`sdiag` counts by message type, before and after; "
-            "its own REQUEST_STATS_INFO removed):",
+            "slurmctld RPCs in one status-sync cycle (`sdiag` counts before and after): those of the site's "
+            "status account (the gateway's), and all RPCs by type over the same moment (other work on the "
+            "machine included; sdiag's own REQUEST_STATS_INFO removed):",
             "",
-            "| site (connector) | active jobs | RPCs by type | total |",
+            "| site (connector) | active jobs | RPCs of the status account | all RPCs meanwhile, by type |",
             "|---|---|---|---|",
             *(
-                f"| {site} ({'slurmrestd' if site == 'lumi' else 'ssh'}) | {n} | "
-                f"{', '.join(f'{k} {v}' for k, v in sorted(d.items())) or '-'} | {sum(d.values())} |"
-                for (site, n), d in rpcs.items()
+                f"| {site} ({'slurmrestd' if site == 'lumi' else 'ssh'}) | {n} | {mine} | "
+                f"{', '.join(f'{k} {v}' for k, v in sorted(d.items())) or '-'} |"
+                for (site, n), (mine, d) in rpcs.items()
             ),
             "",
         ]
