@@ -14,7 +14,6 @@ from fastapi import FastAPI, Request, Response
 
 from gateway.api import jobs, problems, projects, sites
 from gateway.api.body_limit import BodySizeLimit
-from gateway.identity import KeySetCache
 from gateway.identity.dev_issuer import JWKS_PATH
 from gateway.runtime import DevMode, Runtime, build_runtime
 from gateway.settings import Settings
@@ -32,8 +31,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if isinstance(rt.keys, KeySetCache):
-            await rt.keys.warm()
+        await rt.keys.warm()
         await rt.start_background()
         log.info("gateway started", extra={"sites": sorted(settings.sites), "dev": dev is not None})
         try:

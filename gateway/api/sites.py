@@ -62,8 +62,11 @@ async def readyz(rt: RuntimeDep) -> Response:
         checks["database"] = "ok"
     except Exception as exc:  # readiness reports any failure as text
         ready, checks["database"] = False, f"error: {type(exc).__name__}"
-    checks["keys"] = "ok" if rt.keys.ready() else "not loaded"
-    ready = ready and rt.keys.ready()
+    # Warming here, not only on a token's arrival: a replica that started while the IdP was away gets no
+    # traffic until it is ready, so waiting for a request to fetch the keys would keep it out for good.
+    keys_ready = await rt.keys.warm()
+    checks["keys"] = "ok" if keys_ready else "not loaded"
+    ready = ready and keys_ready
     try:
         await rt.secrets.check()
         checks["secrets"] = "ok"

@@ -44,6 +44,10 @@ class KeySource(Protocol):
         """Whether keys are at hand to verify tokens now (for ``/readyz``)."""
         ...
 
+    async def warm(self) -> bool:
+        """Load the keys if they are due (bounded by any refetch cooldown); return ``ready()``."""
+        ...
+
 
 def keys_from_jwks(jwks: Mapping[str, Any]) -> dict[str, PyJWK]:
     """The usable signing keys of a JWKS document by ``kid``; other entries are skipped."""
@@ -85,6 +89,9 @@ class StaticKeySource:
 
     def ready(self) -> bool:
         return bool(self._keys)
+
+    async def warm(self) -> bool:
+        return self.ready()
 
 
 class _FetchFailed(Exception):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.clock import FakeClock
 from gateway.ledger import service as ledger
 from gateway.secrets.fake import FakeSecretStore
 from tests.api.harness import ALICE, BOB, NOMAD, OPERATOR, OSCAR, PAT, QUOTA_ADMIN, Gateway, open_gateway
@@ -269,11 +270,8 @@ async def test_healthz_needs_no_token(bare_gw: Gateway) -> None:
 
 async def test_readyz_reports_each_dependency(bare_gw: Gateway) -> None:
     gw = bare_gw
-    not_yet = await gw.client.get("/readyz")
-    assert not_yet.status_code == 503  # no key set loaded yet (the app's start-up warms it in production)
-    assert not_yet.json()["checks"]["keys"] == "not loaded"
-    await gw.client.get("/v1/me", headers=gw.auth(ALICE))  # the first verification fetches the key set
-    ready = await gw.client.get("/readyz")
+    assert not gw.rt.keys.ready()  # no lifespan here: nothing fetched the key set yet
+    ready = await gw.client.get("/readyz")  # the probe itself loads it
     assert ready.status_code == 200, ready.text
     assert ready.json() == {
         "status": "ready",
@@ -296,3 +294,19 @@ async def test_readyz_is_not_ready_when_the_idp_never_answered(tmp_path: Path, t
         r = await gw.client.get("/readyz")
         assert r.status_code == 503
         assert r.json()["checks"]["keys"] == "not loaded"
+
+
+async def test_a_replica_started_while_the_idp_was_away_becomes_ready_on_its_own(
+    tmp_path: Path, test_idp: LoopbackIdP
+) -> None:
+    # A load balancer sends no token to a replica that is not ready, so the probe must fetch the keys itself.
+    clock = FakeClock(datetime.now(UTC))
+    async with open_gateway(tmp_path, test_idp, clock=clock, seed=False) as gw:
+        test_idp.available = False
+        assert (await gw.client.get("/readyz")).status_code == 503
+        test_idp.available = True
+        assert (await gw.client.get("/readyz")).status_code == 503  # within the refetch cooldown: no new fetch
+        clock.advance(gw.rt.settings.oidc.jwks_refetch_cooldown_seconds)
+        r = await gw.client.get("/readyz")
+        assert (r.status_code, r.json()["checks"]["keys"]) == (200, "ok")
+        assert (await gw.client.get("/v1/me", headers=gw.auth(ALICE))).status_code == 200

@@ -97,7 +97,9 @@ def run_gateway(data_dir: Path) -> Iterator[Gateway]:
     thread = threading.Thread(target=server.run, name="gateway", daemon=True)
     thread.start()
     try:
-        wait_for("the gateway to answer /healthz", lambda: httpx.get(f"{url}/healthz").status_code == 200)
+        # Ready, not only alive: the key set comes from the gateway's own issuer, which the start-up's fetch
+        # may have tried before the socket listened.
+        wait_for("the gateway to be ready", lambda: httpx.get(f"{url}/readyz").status_code == 200)
         yield Gateway(url, runtime, mode)
     finally:
         server.should_exit = True
