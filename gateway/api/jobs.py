@@ -114,5 +114,5 @@ async def job_output(
     connector = rt.connectors.get(job.site)
     if connector is None or job.site_job_id is None:
         raise NotFound(f"job {job_id} has no output yet (state {job.state})")
-    text = await connector.output(account=job.site_account, site_job_id=job.site_job_id, stream=stream)
+    text = await connector.output(account=job.site_account, job_id=job.id, site_job_id=job.site_job_id, stream=stream)
     return PlainTextResponse(text)

@@ -23,6 +23,13 @@ def stamp(job_id: str) -> str:
     return f"{STAMP_PREFIX}{job_id}"
 
 
+def output_file(home: str, job_id: str, stream: str) -> str:
+    """Where a job's ``stdout`` or ``stderr`` lands: named by the gateway's job id, not the site's. Slurm job ids
+    are per cluster, and clusters can share a home file system (as at JSC, or in the test stack), so ``%j`` alone
+    would let two sites' jobs write the same file."""
+    return f"{home.rstrip('/')}/{stamp(job_id)}.{'out' if stream == 'stdout' else 'err'}"
+
+
 class SiteState(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
@@ -104,8 +111,8 @@ class Connector(ABC):
         """Ask the site to cancel; cancelling a finished job is not an error."""
 
     @abstractmethod
-    async def output(self, *, account: str, site_job_id: str, stream: str) -> str:
-        """The job's ``stdout`` or ``stderr`` as text."""
+    async def output(self, *, account: str, job_id: str, site_job_id: str, stream: str) -> str:
+        """The ``stdout`` or ``stderr`` of the gateway's ``job_id`` (``site_job_id`` at the site) as text."""
 
     @abstractmethod
     async def usage(self, *, start: datetime, end: datetime) -> Sequence[UsageRecord]:

@@ -213,7 +213,7 @@ class LocalConnector(Connector):
         if process is not None:
             await self._kill(process)
 
-    async def output(self, *, account: str, site_job_id: str, stream: str) -> str:
+    async def output(self, *, account: str, job_id: str, site_job_id: str, stream: str) -> str:
         self._check_available()
         record = self._records.get(site_job_id)
         if record is None or record.account != account or stream not in ("stdout", "stderr"):

@@ -18,7 +18,15 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 from gateway.billing import Resources
-from gateway.connectors.base import STAMP_PREFIX, SiteJobRequest, SiteJobStatus, SiteState, stamp
+from gateway.connectors.base import (
+    STAMP_PREFIX,
+    SiteJobRequest,
+    SiteJobStatus,
+    SiteState,
+    UsageRecord,
+    output_file,
+    stamp,
+)
 from gateway.errors import AntennaError, SiteAuthFailed, SiteRejected, SiteUnavailable
 
 _STATES = {
@@ -121,9 +129,9 @@ class V0038:
             "memory_per_node": max(1, request.memory_gb * 1024 // request.nodes),
             "time_limit": request.time_limit_minutes,
             "current_working_directory": workdir,
-            # Named by the site's job id (%j), as the ssh connector names them, so either can serve output.
-            "standard_output": f"{home.rstrip('/')}/antenna-%j.out",
-            "standard_error": f"{home.rstrip('/')}/antenna-%j.err",
+            # Named as the ssh connector names them, so either can serve output.
+            "standard_output": output_file(home, request.job_id, "stdout"),
+            "standard_error": output_file(home, request.job_id, "stderr"),
             "environment": {"PATH": "/usr/local/bin:/usr/bin:/bin", **request.environment},
         }
         if request.gpus:
@@ -264,6 +272,29 @@ def merge_statuses(
             waiting = SiteState.RUNNING if found.status.started_at is not None else SiteState.PENDING
             out[job_id] = dataclasses.replace(found.status, state=waiting, ended_at=None)
     return out
+
+
+def usage_records(jobs: Iterable[AccountedJob], start: datetime, end: datetime) -> list[UsageRecord]:
+    """The settled jobs that ended in ``[start, end)``, as reconciliation reads them."""
+    records = []
+    for job in jobs:
+        status = job.status
+        if not job.settled or status.ended_at is None or status.allocated is None:
+            continue
+        if not (start <= status.ended_at < end):
+            continue
+        records.append(
+            UsageRecord(
+                site_job_id=status.site_job_id,
+                job_id=job.name.removeprefix(STAMP_PREFIX) if job.name.startswith(STAMP_PREFIX) else None,
+                project_account=job.account,
+                partition=job.partition,
+                elapsed_seconds=status.elapsed_seconds or 0,
+                allocated=status.allocated,
+                ended_at=status.ended_at,
+            )
+        )
+    return records
 
 
 def needs_accounting(wanted: Iterable[str], live: Iterable[tuple[str, str, SiteJobStatus]]) -> list[str]:

@@ -19,7 +19,7 @@ import jwt
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.clock import Clock
-from gateway.connectors.base import STAMP_PREFIX, Connector, SiteJobRequest, SiteJobStatus, UsageRecord, stamp
+from gateway.connectors.base import Connector, SiteJobRequest, SiteJobStatus, UsageRecord, stamp
 from gateway.connectors.slurm_openapi import (
     VERSIONS,
     SlurmApi,
@@ -28,6 +28,7 @@ from gateway.connectors.slurm_openapi import (
     merge_statuses,
     needs_accounting,
     retry_after_seconds,
+    usage_records,
 )
 from gateway.connectors.ssh import SshConnector, SshOptions
 from gateway.errors import ConfigurationError, SiteAuthFailed, SiteRejected, SiteUnavailable
@@ -188,34 +189,16 @@ class SlurmrestdConnector(Connector):
                 return
             raise
 
-    async def output(self, *, account: str, site_job_id: str, stream: str) -> str:
+    async def output(self, *, account: str, job_id: str, site_job_id: str, stream: str) -> str:
         if self._output is None:
             raise SiteRejected(
                 f"{self.site}: slurmrestd serves no job output and no login node (output_ssh) is configured"
             )
-        return await self._output.output(account=account, site_job_id=site_job_id, stream=stream)
+        return await self._output.output(account=account, job_id=job_id, site_job_id=site_job_id, stream=stream)
 
     async def usage(self, *, start: datetime, end: datetime) -> Sequence[UsageRecord]:
         reply = await self._call("GET", self._path("jobs", db=True), self.options.status_account)
-        records = []
-        for job in self.api.parse_accounting(reply):
-            status = job.status
-            if not job.settled or status.ended_at is None or status.allocated is None:
-                continue
-            if not (start <= status.ended_at < end):
-                continue
-            records.append(
-                UsageRecord(
-                    site_job_id=status.site_job_id,
-                    job_id=job.name.removeprefix(STAMP_PREFIX) if job.name.startswith(STAMP_PREFIX) else None,
-                    project_account=job.account,
-                    partition=job.partition,
-                    elapsed_seconds=status.elapsed_seconds or 0,
-                    allocated=status.allocated,
-                    ended_at=status.ended_at,
-                )
-            )
-        return records
+        return usage_records(self.api.parse_accounting(reply), start, end)
 
     async def health(self) -> None:
         await self._call("GET", self._path("ping"), self.options.status_account)

@@ -26,7 +26,7 @@ import asyncssh
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.clock import Clock
-from gateway.connectors.base import STAMP_PREFIX, Connector, SiteJobRequest, SiteJobStatus, UsageRecord, stamp
+from gateway.connectors.base import Connector, SiteJobRequest, SiteJobStatus, UsageRecord, output_file, stamp
 from gateway.connectors.slurm_openapi import (
     VERSIONS,
     SlurmApi,
@@ -34,12 +34,14 @@ from gateway.connectors.slurm_openapi import (
     explained,
     merge_statuses,
     needs_accounting,
+    usage_records,
 )
 from gateway.errors import AntennaError, ConfigurationError, NotFound, SiteAuthFailed, SiteRejected, SiteUnavailable
 from gateway.secrets import SecretStore
 
 _ACCOUNT = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 _JOB_ID = re.compile(r"^[0-9]+$")
+_GATEWAY_ID = re.compile(r"^[0-9a-f-]{1,64}$")  # the gateway's job ids are UUIDs
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _FINAL_STATES = "CA,CD,DL,F,NF,OOM,PR,TO,BF"
@@ -300,8 +302,8 @@ class SshConnector(Connector):
             f"--mem={max(1, request.memory_gb * 1024 // request.nodes)}M",
             f"--time={request.time_limit_minutes}",
             f"--chdir={workdir}",
-            f"--output={home}/antenna-%j.out",
-            f"--error={home}/antenna-%j.err",
+            f"--output={output_file(home, request.job_id, 'stdout')}",
+            f"--error={output_file(home, request.job_id, 'stderr')}",
             "--export=" + ",".join(["PATH", *names]),
         ]
         if request.gpus:
@@ -372,10 +374,10 @@ class SshConnector(Connector):
                 return
             raise
 
-    async def output(self, *, account: str, site_job_id: str, stream: str) -> str:
-        if not _JOB_ID.match(site_job_id) or stream not in ("stdout", "stderr"):
+    async def output(self, *, account: str, job_id: str, site_job_id: str, stream: str) -> str:
+        if not _JOB_ID.match(site_job_id) or not _GATEWAY_ID.match(job_id) or stream not in ("stdout", "stderr"):
             raise SiteRejected(f"{self.site}: no such output {stream!r} of job {site_job_id!r}")
-        path = f"{self._home(account)}/antenna-{site_job_id}.{'out' if stream == 'stdout' else 'err'}"
+        path = output_file(self._home(account), job_id, stream)
         # The last output_max_bytes: a job's output can be far larger than a response should be.
         result = await self._exec(account, ["tail", f"--bytes={self.options.output_max_bytes}", "--", path])
         if result.exit_status == 0:
@@ -400,25 +402,7 @@ class SshConnector(Connector):
                 f"--state={_FINAL_STATES}",
             ],
         )
-        records = []
-        for job in self.api.parse_accounting(body):
-            status = job.status
-            if not job.settled or status.ended_at is None or status.allocated is None:
-                continue
-            if not (start <= status.ended_at < end):
-                continue
-            records.append(
-                UsageRecord(
-                    site_job_id=status.site_job_id,
-                    job_id=job.name.removeprefix(STAMP_PREFIX) if job.name.startswith(STAMP_PREFIX) else None,
-                    project_account=job.account,
-                    partition=job.partition,
-                    elapsed_seconds=status.elapsed_seconds or 0,
-                    allocated=status.allocated,
-                    ended_at=status.ended_at,
-                )
-            )
-        return records
+        return usage_records(self.api.parse_accounting(body), start, end)
 
     async def health(self) -> None:
         out = await self._run(self.options.status_account, ["scontrol", "ping"])

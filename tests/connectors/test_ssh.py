@@ -133,10 +133,10 @@ async def test_submit_runs_is_accounted_and_its_output_comes_back(conn: SshConne
     assert (status.allocated.nodes, status.allocated.cores, status.allocated.memory_gb) == (1, 2, 2)
     assert status.elapsed_seconds is not None
     assert status.elapsed_seconds >= 1
-    assert await conn.output(account="alice", site_job_id=site_job_id, stream="stdout") == "hello\n"
-    assert await conn.output(account="alice", site_job_id=site_job_id, stream="stderr") == ""
+    assert await conn.output(account="alice", job_id=req.job_id, site_job_id=site_job_id, stream="stdout") == "hello\n"
+    assert await conn.output(account="alice", job_id=req.job_id, site_job_id=site_job_id, stream="stderr") == ""
     with pytest.raises(NotFound):
-        await conn.output(account="alice", site_job_id="999999999", stream="stdout")
+        await conn.output(account="alice", job_id=str(uuid.uuid4()), site_job_id="999999999", stream="stdout")
 
 
 async def test_find_sees_only_the_accounts_own_stamped_job(conn: SshConnector) -> None:
@@ -163,7 +163,7 @@ async def test_shell_syntax_in_name_script_and_environment_arrives_literally(
     req = request(name=nasty, script=script, environment={"ANTENNA_VALUE": nasty, "ANTENNA_OTHER": "x,y=z"})
     site_job_id = await conn.submit(req)
     assert await wait_state(conn, site_job_id, set()) == SiteState.COMPLETED
-    output = await conn.output(account="alice", site_job_id=site_job_id, stream="stdout")
+    output = await conn.output(account="alice", job_id=req.job_id, site_job_id=site_job_id, stream="stdout")
     assert output == f"{nasty}|x,y=z|"
     stored = slurm_stack.run("lumi", ["scontrol", "write", "batch_script", site_job_id, "-"])
     assert stored.returncode == 0, stored.stderr
