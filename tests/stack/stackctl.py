@@ -695,6 +695,11 @@ def ensure_database(layout: Layout) -> str:
             statements.append(f"GRANT ALL ON `{cluster.db_name}`.* TO {account};")
     for cluster in layout.clusters:
         statements.insert(0, f"CREATE DATABASE IF NOT EXISTS `{cluster.db_name}`;")
+        # A controller with no saved state numbers its jobs from 1 again: accounting kept from an earlier
+        # one (a removed checkout, an earlier CI clone on this machine) would answer for the new jobs' ids.
+        if not any((cluster.root / "state").iterdir()) and slurmdbd(cluster).pid() is None:
+            statements.insert(0, f"DROP DATABASE IF EXISTS `{cluster.db_name}`;")
+            log(f"{cluster.name}: new controller state, so new accounting (database {cluster.db_name})")
     mariadb_sql("\n".join(statements))  # over stdin: the password never shows in a process list
     return password
 
