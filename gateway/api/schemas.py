@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from gateway.jobs.models import JobState
 from gateway.jobs.service import JobView
@@ -23,8 +23,14 @@ def _iso_8601_only(value: object) -> object:
     return value
 
 
+def _utc_if_naive(value: datetime) -> datetime:
+    # A date (`2026-01-01`) or a date-time without an offset means UTC: the ledger keeps UTC,
+    # and operators and the CLI write allocation periods as plain dates.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
-IsoDateTime = Annotated[datetime, BeforeValidator(_iso_8601_only)]
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_8601_only), AfterValidator(_utc_if_naive)]
 
 
 class _Out(BaseModel):

@@ -447,12 +447,16 @@ def _encode_cursor(job: Job) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    refused = InvalidRequest("the cursor is not one this API gave out", field="cursor")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, job_id = json.loads(base64.urlsafe_b64decode(padded))
-        return datetime.fromisoformat(created), str(job_id)
+        at = datetime.fromisoformat(created)
     except (ValueError, TypeError) as exc:
-        raise InvalidRequest("the cursor is not one this API gave out", field="cursor") from exc
+        raise refused from exc
+    if at.tzinfo is None:  # every cursor we give out carries its offset
+        raise refused
+    return at, str(job_id)
 
 
 def active_site_jobs(session: Session, site: str) -> Sequence[Job]:

@@ -7,6 +7,8 @@ up to 0.000001.
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -114,8 +116,17 @@ async def test_pages_are_disjoint_and_complete_even_when_jobs_share_a_timestamp(
         assert order == sorted(order, reverse=True)  # newest first; ties broken by id, the cursor's key
 
 
-async def test_a_cursor_not_given_out_by_the_api_is_refused(gw: Gateway) -> None:
-    r = await gw.client.get("/v1/jobs", params={"cursor": "bm90LWEtY3Vyc29y"}, headers=gw.auth(ALICE))
+def _cursor(*parts: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["bm90LWEtY3Vyc29y", _cursor("2026-01-01T00:00:00", "x"), _cursor("yesterday", "x"), _cursor(1, 2, 3)],
+    ids=["not-json", "time-without-offset", "not-a-time", "wrong-shape"],
+)
+async def test_a_cursor_not_given_out_by_the_api_is_refused(gw: Gateway, cursor: str) -> None:
+    r = await gw.client.get("/v1/jobs", params={"cursor": cursor}, headers=gw.auth(ALICE))
     assert r.status_code == 422
     assert r.json()["field"] == "cursor"
 

@@ -182,6 +182,33 @@ async def test_an_allocation_cannot_shrink_below_what_is_committed(gw: Gateway) 
     assert shrunk.json()["available"] == "0.000000"
 
 
+async def test_an_allocation_period_written_as_dates_is_read_as_utc(bare_gw: Gateway) -> None:
+    # What `antenna admin allocate --start 2026-01-01 --end 2027-01-01` sends.
+    gw = bare_gw
+    body = {"amount": "10", "unit": "gpu-hours", "project_account": "p1", "start": "2026-01-01", "end": "2027-01-01"}
+    r = await gw.client.put("/v1/projects/ai4belgium/allocations/local", json=body, headers=gw.auth(QUOTA_ADMIN))
+    assert r.status_code == 200, r.text
+    assert (r.json()["period_start"], r.json()["period_end"]) == ("2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z")
+    naive = {**body, "start": "2026-01-01T00:00:00", "amount": "12"}
+    r = await gw.client.put("/v1/projects/ai4belgium/allocations/local", json=naive, headers=gw.auth(QUOTA_ADMIN))
+    assert (r.status_code, r.json()["granted"], r.json()["period_start"]) == (200, "12.000000", "2026-01-01T00:00:00Z")
+
+
+async def test_usage_dates_without_an_offset_are_utc(gw: Gateway) -> None:
+    await _two_charged_jobs(gw)
+    now = gw.rt.clock.now().astimezone(UTC)
+    headers = gw.auth(PAT)
+    naive = {
+        "start": (now - timedelta(hours=1)).replace(tzinfo=None).isoformat(),
+        "end": (now + timedelta(days=1)).date().isoformat(),
+    }
+    r = await gw.client.get("/v1/projects/demo/usage", params=naive, headers=headers)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["lines"]) == 2
+    later = {"start": (now + timedelta(hours=1)).replace(tzinfo=None).isoformat()}
+    assert (await gw.client.get("/v1/projects/demo/usage", params=later, headers=headers)).json()["lines"] == []
+
+
 @pytest.mark.parametrize(
     ("site", "changes", "status", "field"),
     [
