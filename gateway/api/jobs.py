@@ -106,7 +106,7 @@ def cancel_job(job_id: JobId, who: PrincipalDep, rt: RuntimeDep) -> JobOut:
     return JobOut.of(job)
 
 
-@router.get("/{job_id}/output", response_class=PlainTextResponse, responses=problem_responses(404, 422))
+@router.get("/{job_id}/output", response_class=PlainTextResponse, responses=problem_responses(404, 422, 502))
 async def job_output(
     job_id: JobId, who: PrincipalDep, rt: RuntimeDep, stream: Literal["stdout", "stderr"] = "stdout"
 ) -> PlainTextResponse:

@@ -13,7 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
-from gateway.errors import AntennaError, InvalidRequest, InvalidToken, RateLimited, SiteUnavailable
+from gateway.errors import (
+    AntennaError,
+    InvalidRequest,
+    InvalidToken,
+    RateLimited,
+    SiteAuthFailed,
+    SiteUnavailable,
+)
 
 log = logging.getLogger("antenna.api")
 PROBLEM_BASE = "https://antenna.example/problems/"
@@ -49,6 +56,7 @@ _DESCRIPTIONS = {
     413: "The body or the script is over the size limit",
     422: "A field is invalid; `field` names it",
     429: "Too many requests; Retry-After says when to try again",
+    502: "The site refused the gateway's credentials for the person's site account",
     503: "A site or the database is unavailable; Retry-After says when to try again",
 }
 
@@ -90,7 +98,9 @@ def _antenna_error(request: Request, exc: Exception) -> JSONResponse:
         challenge = 'Bearer error="invalid_token"' if exc.extra.get("reason") != "missing" else 'Bearer realm="antenna"'
         response.headers["WWW-Authenticate"] = challenge
         return response
-    if exc.status >= 500 and not isinstance(exc, SiteUnavailable):
+    # A site's refusal of our credentials (502) is the caller's to know: their account mapping or the
+    # site's key is at fault, not the gateway; anything else at 5xx is ours and stays opaque.
+    if exc.status >= 500 and not isinstance(exc, SiteUnavailable | SiteAuthFailed):
         log.error("internal error", extra={"error": exc.detail, "slug": exc.slug})
         return problem(500, "internal-error", "Internal error", "the gateway failed; the incident is logged")
     extra = {k: v for k, v in exc.extra.items() if k in _PUBLIC_EXTRA}

@@ -18,7 +18,8 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.api.harness import ALICE, PAT, Gateway, open_gateway, utc
+from gateway.errors import LedgerInvariantBroken, SiteAuthFailed, SiteUnavailable
+from tests.api.harness import ALICE, PAT, SITE, Gateway, open_gateway, utc
 from tests.support.idp import LoopbackIdP
 
 pytestmark = pytest.mark.anyio
@@ -137,3 +138,27 @@ async def test_a_job_cancelled_before_forwarding_never_reaches_the_site_and_is_v
     assert await gw.balance() == before
     assert gw.rt.dev is not None
     assert not list(gw.rt.dev.data_dir.glob("local/local/*"))  # the local site never saw it
+
+
+@pytest.mark.parametrize(
+    ("raised", "status", "slug", "shown"),
+    [
+        (SiteAuthFailed("local: the login node refused account alice"), 502, "site-auth-failed", True),
+        (SiteUnavailable("local: login node unreachable", retry_after=7), 503, "site-unavailable", True),
+        (LedgerInvariantBroken("ledger row 7 disagrees"), 500, "internal-error", False),
+    ],
+    ids=["site-refused-our-credentials", "site-down", "our-own-fault"],
+)
+async def test_a_site_failure_while_reading_output_is_its_own_problem(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch, raised: Exception, status: int, slug: str, shown: bool
+) -> None:
+    job = await gw.submit(ALICE, script="#!/bin/bash\necho hi\n")
+    await gw.drive_until(job["id"], {"completed"})
+
+    async def fail(**_: object) -> str:
+        raise raised
+
+    monkeypatch.setattr(gw.rt.connectors[SITE], "output", fail)
+    r = await gw.client.get(f"/v1/jobs/{job['id']}/output", headers=gw.auth(ALICE))
+    assert (r.status_code, r.json()["type"]) == (status, "https://antenna.example/problems/" + slug)
+    assert (str(raised) in r.json()["detail"]) is shown  # the gateway's own faults stay in its log
