@@ -150,6 +150,14 @@ class SiteRejected(AntennaError):
     title = "Rejected by the site"
 
 
+class SiteInvalidJob(SiteRejected):
+    """The site found the job itself invalid (unknown partition, resources or limits it does not offer):
+    the person's to fix, reported like the gateway's own ``invalid-job``."""
+
+    slug = "invalid-job"
+    title = "Invalid job"
+
+
 class SiteAuthFailed(SiteRejected):
     """The site refused our credentials for the person's account (missing account, bad key, expired cert)."""
 

@@ -27,7 +27,7 @@ from gateway.connectors.base import (
     output_file,
     stamp,
 )
-from gateway.errors import AntennaError, SiteAuthFailed, SiteRejected, SiteUnavailable
+from gateway.errors import AntennaError, SiteAuthFailed, SiteInvalidJob, SiteRejected, SiteUnavailable
 
 _STATES = {
     "PENDING": SiteState.PENDING,
@@ -308,18 +308,20 @@ def needs_accounting(wanted: Iterable[str], live: Iterable[tuple[str, str, SiteJ
 
 # --- what Slurm's messages mean ----------------------------------------------------------------------
 
-_REJECTIONS = (
+_INVALID_JOB = (  # the job does not fit the site: the person's to fix
     "invalid partition",
-    "invalid account",
-    "invalid qos",
     "requested node configuration",
     "time limit",
     "invalid gres",
     "invalid generic resource",
     "memory specification",
-    "job violates accounting/qos policy",
     "more processors requested than permitted",
     "node count specification invalid",
+)
+_REJECTIONS = (  # the site refuses the job for reasons of its own (associations, policy)
+    "invalid account",
+    "invalid qos",
+    "job violates accounting/qos policy",
     "invalid job id",  # scancel/squeue for a job that does not exist
     "batch job submission failed",
 )
@@ -375,6 +377,8 @@ def classify(site: str, message: str, *, default: type[AntennaError] = SiteRejec
         return SiteUnavailable(f"{site}: {text}")
     if any(marker in lowered for marker in _AUTH):
         return SiteAuthFailed(f"{site}: {text}")
+    if any(marker in lowered for marker in _INVALID_JOB):
+        return SiteInvalidJob(f"{site}: {text}")
     if any(marker in lowered for marker in _REJECTIONS):
         return SiteRejected(f"{site}: {text}")
     return default(f"{site}: {text}")

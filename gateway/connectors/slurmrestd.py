@@ -9,6 +9,7 @@ that ended or left the controller, one ``/slurmdb/.../jobs?step=<ids>`` (account
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -32,7 +33,7 @@ from gateway.connectors.slurm_openapi import (
 )
 from gateway.connectors.ssh import SshConnector, SshOptions
 from gateway.errors import ConfigurationError, SiteAuthFailed, SiteRejected, SiteUnavailable
-from gateway.secrets import SecretStore
+from gateway.secrets import SecretStore, SiteCredentials
 
 
 class SlurmrestdOptions(BaseModel):
@@ -79,8 +80,7 @@ class SlurmrestdConnector(Connector):
 
     # --- transport --------------------------------------------------------------------------------
 
-    async def _token(self, account: str) -> str:
-        credentials = await self.secrets.site_credentials(self.site)
+    def _token(self, account: str, credentials: SiteCredentials) -> str:
         cache_key = (account, credentials.version)  # a rotated key invalidates cached tokens at once
         cached = self._tokens.get(cache_key)
         now = self.clock.now().timestamp()
@@ -89,7 +89,13 @@ class SlurmrestdConnector(Connector):
         raw = credentials.values.get(self.options.key_field)
         if not raw:
             raise SiteAuthFailed(f"{self.site}: the secrets store holds no {self.options.key_field} for this site")
-        key = base64.b64decode(raw) if not raw.startswith("raw:") else raw[4:].encode()
+        try:
+            key = base64.b64decode(raw, validate=True) if not raw.startswith("raw:") else raw[4:].encode()
+        except binascii.Error as exc:
+            # The operator's to fix in Vault: jobs wait (the site looks down) rather than being refused.
+            raise SiteUnavailable(
+                f"{self.site}: the secrets store's {self.options.key_field} is not base64 (nor raw:...)"
+            ) from exc
         expires = int(now) + self.options.token_lifetime_seconds
         token = jwt.encode({"sun": account, "iat": int(now), "exp": expires}, key, algorithm="HS256")
         self._tokens = {k: v for k, v in self._tokens.items() if v[1] > now}
@@ -99,7 +105,29 @@ class SlurmrestdConnector(Connector):
     async def _call(
         self, method: str, path: str, account: str, *, missing_ok: bool = False, **kwargs: Any
     ) -> dict[str, Any]:
-        headers = {"X-SLURM-USER-NAME": account, "X-SLURM-USER-TOKEN": await self._token(account)}
+        credentials = await self.secrets.site_credentials(self.site)
+        try:
+            return await self._call_with(credentials, method, path, account, missing_ok=missing_ok, **kwargs)
+        except SiteAuthFailed:
+            # After a key rotation the site may switch before our cache expires: read the key again and,
+            # if Vault holds a newer one, retry once with it. A refused request did nothing at the site.
+            self.secrets.invalidate(self.site)
+            fresh = await self.secrets.site_credentials(self.site)
+            if fresh.version == credentials.version:
+                raise
+            return await self._call_with(fresh, method, path, account, missing_ok=missing_ok, **kwargs)
+
+    async def _call_with(
+        self,
+        credentials: SiteCredentials,
+        method: str,
+        path: str,
+        account: str,
+        *,
+        missing_ok: bool = False,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        headers = {"X-SLURM-USER-NAME": account, "X-SLURM-USER-TOKEN": self._token(account, credentials)}
         try:
             response = await self.http.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:

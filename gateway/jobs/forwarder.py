@@ -32,7 +32,7 @@ from gateway.clock import Clock
 from gateway.connectors.base import Connector, SiteJobRequest
 from gateway.connectors.health import SiteHealth, rate_limit_wait
 from gateway.db import Database
-from gateway.errors import AntennaError, SiteRejected, SiteUnavailable
+from gateway.errors import AntennaError, SiteAuthFailed, SiteRejected, SiteUnavailable
 from gateway.jobs.models import Job, JobEvent, JobState, OutboxEntry
 from gateway.jobs.service import record_transition
 from gateway.ledger import service as ledger
@@ -306,7 +306,10 @@ class Forwarder:
         except SiteRejected as exc:
             reason = exc.detail
             log.warning("site refused job", extra={"job_id": claim.job_id, "site": claim.site, "reason": reason})
-            self.health.success(claim.site)  # the site answered
+            if not isinstance(exc, SiteAuthFailed):
+                # The site answered. A refusal of our credentials says nothing good about the site: a wrong
+                # cluster key refuses everyone, so it must not close a circuit another failure opened.
+                self.health.success(claim.site)
             self.metrics.forwarded.labels(claim.site, claim.action, "rejected").inc()
             self.metrics.connector_errors.labels(claim.site, exc.slug).inc()
             self._outcomes.append(functools.partial(self._reject, claim=claim, reason=reason))

@@ -10,7 +10,7 @@ from typing import Any
 
 from gateway.connectors.base import SiteState
 from gateway.connectors.slurm_openapi import V0038, classify, merge_statuses, needs_accounting, retry_after_seconds
-from gateway.errors import SiteAuthFailed, SiteRejected, SiteUnavailable
+from gateway.errors import SiteAuthFailed, SiteInvalidJob, SiteRejected, SiteUnavailable
 
 API = V0038()
 T0 = 1_795_580_000
@@ -84,7 +84,9 @@ def test_jobs_the_controller_forgot_come_from_accounting_and_reused_ids_are_igno
 
 def test_slurm_messages_map_to_the_projects_errors() -> None:
     assert type(classify("lumi", "Unable to contact slurm controller (connect failure)")) is SiteUnavailable
-    assert type(classify("lumi", "Invalid partition name specified")) is SiteRejected
+    invalid = classify("lumi", "Invalid partition name specified")
+    assert (type(invalid), invalid.slug) == (SiteInvalidJob, "invalid-job")  # the person's to fix
+    assert type(classify("lumi", "Invalid account or account/partition combination specified")) is SiteRejected
     assert type(classify("lumi", "Kill job error on job id 9: Access/permission denied")) is SiteAuthFailed
     limited = classify("lumi", "Rate limit exceeded, please retry")
     assert isinstance(limited, SiteUnavailable)

@@ -16,7 +16,7 @@ import pytest
 from gateway.clock import SystemClock
 from gateway.connectors.base import SiteJobRequest, SiteState
 from gateway.connectors.slurmrestd import SlurmrestdConnector, SlurmrestdOptions
-from gateway.errors import SiteAuthFailed, SiteRejected, SiteUnavailable
+from gateway.errors import SiteAuthFailed, SiteInvalidJob, SiteUnavailable
 from gateway.secrets.fake import FakeSecretStore
 from tests.stack.plugin import SlurmStack
 
@@ -81,9 +81,9 @@ async def test_find_does_not_see_another_accounts_job(slurm_stack: SlurmStack) -
     await conn.aclose()
 
 
-async def test_invalid_partition_is_a_rejection(slurm_stack: SlurmStack) -> None:
+async def test_invalid_partition_is_an_invalid_job(slurm_stack: SlurmStack) -> None:
     conn = connector(slurm_stack)
-    with pytest.raises(SiteRejected, match=r"(?i)partition"):
+    with pytest.raises(SiteInvalidJob, match=r"(?i)partition"):
         await conn.submit(request(partition="nonexistent"))
     await conn.aclose()
 
