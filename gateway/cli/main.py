@@ -180,19 +180,23 @@ def dev(
 
 
 @app.command()
-def login(url: UrlOpt = None) -> None:
+def login(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     """Sign in with your federated identity (device authorization grant); tokens are kept with mode 0600."""
     target = url or load_profile().url
 
     def show(link: str, code: str) -> None:
-        out.print(f"Open [bold]{link}[/bold] and confirm the code [bold]{code}[/bold]")
+        # With --json the prompt goes to stderr: stdout carries only the result document.
+        (err if as_json else out).print(f"Open [bold]{link}[/bold] and confirm the code [bold]{code}[/bold]")
 
     try:
         profile = device_login(target, show=show)
     except CliError as exc:
         raise _fail(exc) from exc
     path = save_profile(profile)
-    out.print(f"signed in; tokens saved in {path}")
+    if as_json:
+        _emit({"signed_in": True, "url": target, "profile": str(path)}, True)
+    else:
+        out.print(f"signed in; tokens saved in {path}")
 
 
 # --- jobs -------------------------------------------------------------------------------------------------
@@ -329,11 +333,14 @@ def cancel(job_id: str, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def output(job_id: str, stream: str = "stdout", url: UrlOpt = None) -> None:
+def output(job_id: str, stream: str = "stdout", url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     """The job's stdout or stderr, from the site."""
     with _session(url) as client:
         text = client.request("GET", f"/v1/jobs/{job_id}/output", params={"stream": stream}).text
-    sys.stdout.write(text)
+    if as_json:
+        _emit({"job_id": job_id, "stream": stream, "text": text}, True)
+    else:
+        sys.stdout.write(text)
 
 
 # --- budgets ----------------------------------------------------------------------------------------------
@@ -443,10 +450,14 @@ def admin_map_account(
     site: Annotated[str, typer.Option()],
     account: Annotated[str, typer.Option(help="their account at the site")],
     url: UrlOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Map a person to their account at a site (operators)."""
     _call(url, "PUT", f"/v1/people/{person}/accounts/{site}", json={"account": account})
-    out.print(f"{person} → {account} at {site}")
+    if as_json:
+        _emit({"person": person, "site": site, "account": account}, True)
+    else:
+        out.print(f"{person} → {account} at {site}")
 
 
 @admin.command("reconcile")
@@ -517,8 +528,10 @@ def admin_reconcile(
 def config_check(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
     dev_only: Annotated[bool, typer.Option("--dev", help="check for antenna dev")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Validate a configuration file; every problem names its key."""
+    """Validate a configuration file as `antenna serve` would; every problem names its key."""
+    from gateway.connectors.registry import check_sites
     from gateway.settings import load_settings
 
     try:
@@ -527,10 +540,17 @@ def config_check(
         settings = load_settings(file)
         if not dev_only:
             settings.check_production()
+        check_sites(settings)
     except ConfigurationError as exc:
-        err.print(f"[red]{escape(str(file))}: invalid[/red]\n{escape(exc.detail)}")
+        if as_json:
+            _emit({"file": str(file), "ok": False, "problems": exc.detail.splitlines()}, True)
+        else:
+            err.print(f"[red]{escape(str(file))}: invalid[/red]\n{escape(exc.detail)}")
         raise typer.Exit(EXIT_REFUSED) from exc
-    out.print(f"{file}: ok ({len(settings.sites)} sites)")
+    if as_json:
+        _emit({"file": str(file), "ok": True, "sites": sorted(settings.sites)}, True)
+    else:
+        out.print(f"{file}: ok ({len(settings.sites)} sites)")
 
 
 def main() -> None:  # pragma: no cover - the console script

@@ -72,6 +72,37 @@ def default_factories() -> dict[str, Factory]:
     return {"local": _local, "slurmrestd": _slurmrestd, "ssh": _ssh}
 
 
+def _option_models() -> dict[str, type[BaseModel]]:
+    from gateway.connectors.slurmrestd import SlurmrestdOptions
+    from gateway.connectors.ssh import SshOptions
+
+    return {"slurmrestd": SlurmrestdOptions, "ssh": SshOptions}
+
+
+def check_sites(settings: Settings) -> None:
+    """Refuse, naming the key, what ``build_connectors`` would refuse at start-up, without building anything:
+    a connector this release does not have (firecrest and unicore are planned) and invalid options."""
+    available = default_factories()
+    models = _option_models()
+    problems: list[str] = []
+    for name, site in settings.sites.items():
+        if site.connector not in available:
+            problems.append(
+                f"sites.{name}.connector: {site.connector!r} is not available in this release "
+                f"(available: {', '.join(sorted(available))})"
+            )
+            continue
+        model = models.get(site.connector)
+        if model is None:
+            continue
+        try:
+            model(**site.options)
+        except ValidationError as exc:
+            problems.extend(f"sites.{name}.options.{line}" for line in format_validation_error(exc).splitlines())
+    if problems:
+        raise ConfigurationError("\n".join(problems))
+
+
 def build_connectors(
     settings: Settings,
     *,

@@ -133,6 +133,14 @@ def test_admin_map_account_needs_the_operator_role(live: Live, script: Path) -> 
     args = ["admin", "map-account", "--person", NOMAD, "--site", "local", "--account", "nomad"]
     assert live.run(*args, person=QUOTA_ADMIN).exit_code == 3
     assert live.run(*submit_args(script), person=NOMAD).exit_code == 3
-    mapped = live.run(*args, person=OPERATOR)
-    assert mapped.exit_code == 0, mapped.output
+    mapped = live.json(*args, person=OPERATOR)
+    assert mapped == {"person": NOMAD, "site": "local", "account": "nomad"}
     assert live.run(*submit_args(script), person=NOMAD).exit_code == 0
+
+
+def test_output_as_json(live: Live, script: Path) -> None:
+    assert live.run(*submit_args(script, "--wait"), person=ALICE).exit_code == 0
+    (job,) = live.json("jobs", person=ALICE)["jobs"]
+    shown = live.json("output", job["id"], person=ALICE)
+    assert shown == {"job_id": job["id"], "stream": "stdout", "text": "training\ndone\n"}
+    assert live.run("output", job["id"], person=ALICE).stdout == "training\ndone\n"

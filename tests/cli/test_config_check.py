@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from gateway.cli.main import app as antenna
@@ -27,7 +29,9 @@ NO_TIME_LIMIT = """
 
 
 def site(
-    connector: str = "slurmrestd", options: str = "{url: 'https://slurm.example:6820'}", partition: str = ""
+    connector: str = "slurmrestd",
+    options: str = "{url: 'https://slurm.example:6820', status_account: status}",
+    partition: str = "",
 ) -> str:
     body = f"    connector: {connector}\n    options: {options}\n    partitions:{partition or PARTITION}\n"
     return "sites:\n  lumi:\n" + body
@@ -38,10 +42,35 @@ def check(path: Path, *extra: str, env: dict[str, str | None] | None = None) -> 
     return result.exit_code, result.output
 
 
-def test_the_shipped_example_passes() -> None:
+def test_the_shipped_example_is_refused_only_for_the_connectors_this_release_lacks() -> None:
+    # The example describes how the real sites are reached; serve would refuse firecrest and unicore today.
     code, output = check(EXAMPLE)
+    assert code != 0
+    problems = [line for line in output.splitlines()[1:] if line.strip()]
+    assert problems == [
+        "sites.lumi.connector: 'firecrest' is not available in this release (available: local, slurmrestd, ssh)",
+        "sites.jupiter.connector: 'unicore' is not available in this release (available: local, slurmrestd, ssh)",
+    ]
+
+
+def test_the_shipped_example_passes_once_its_sites_use_available_connectors(tmp_path: Path) -> None:
+    document = yaml.safe_load(EXAMPLE.read_text())
+    for name in ("lumi", "jupiter"):
+        options = {"host": f"login.{name}.example", "known_hosts": "known_hosts", "status_account": "status"}
+        document["sites"][name].update(connector="ssh", options=options)
+    path = tmp_path / "antenna.yaml"
+    path.write_text(yaml.safe_dump(document))
+    code, output = check(path)
     assert code == 0, output
     assert "ok (3 sites)" in output
+
+
+def test_connector_options_are_checked_as_serve_would(tmp_path: Path) -> None:
+    path = tmp_path / "antenna.yaml"
+    path.write_text(site(connector="ssh", options="{port: 22}"))
+    code, output = check(path)
+    assert code != 0
+    assert "sites.lumi.options.host:" in output, output
 
 
 BROKEN = {
@@ -88,3 +117,13 @@ def test_a_dev_mode_variable_is_refused_naming_it(variable: str) -> None:
     code, output = check(EXAMPLE, env={variable: "true"})
     assert code != 0
     assert f"{variable}: development mode cannot be enabled by configuration" in output
+
+
+def test_json_lists_every_problem_or_the_sites(tmp_path: Path) -> None:
+    code, output = check(EXAMPLE, "--json")
+    refused = json.loads(output)
+    assert (code, refused["ok"], len(refused["problems"])) == (3, False, 2)
+    path = tmp_path / "antenna.yaml"
+    path.write_text(site())
+    code, output = check(path, "--json")
+    assert (code, json.loads(output)) == (0, {"file": str(path), "ok": True, "sites": ["lumi"]})

@@ -81,6 +81,14 @@ def test_login_polls_until_authorised_and_keeps_tokens_owner_only(setup: Setup) 
     assert setup.issuer.grants.count("refresh_token") == 0  # a fresh token is not refreshed
 
 
+def test_login_json_keeps_stdout_for_the_result_and_the_prompt_on_stderr(setup: Setup) -> None:
+    result = setup.run("login", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"signed_in": True, "url": setup.url, "profile": str(setup.profile)}
+    assert setup.issuer.user_code in result.stderr
+    assert setup.issuer.issued[0] not in result.output
+
+
 def test_tokens_about_to_expire_are_refreshed_and_stored_again(short_lived: Setup) -> None:
     assert short_lived.run("login").exit_code == 0
     first = json.loads(short_lived.profile.read_text())
