@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,7 @@ from gateway.connectors.base import Connector
 from gateway.connectors.health import SiteHealth
 from gateway.connectors.registry import Factory, build_connectors
 from gateway.db import Database, make_engine
-from gateway.errors import RateLimited
+from gateway.errors import AntennaError, RateLimited
 from gateway.identity import DevIssuer, KeySetCache, KeySource, TokenVerifier
 from gateway.jobs.forwarder import Forwarder
 from gateway.jobs.models import Job, OutboxEntry, ProjectSite
@@ -153,10 +154,34 @@ class Runtime:
         log.log(level, "reconciliation", extra={"site": site, "summary": result.summary()})
         return result
 
+    async def reconcile_all(self) -> dict[str, Reconciliation]:
+        """One reconciliation of every site over the configured window; a site that cannot answer is logged
+        and skipped (its gauge keeps the last value, and the next run tries again)."""
+        cfg = self.settings.reconciliation
+        end = self.clock.now() - timedelta(minutes=cfg.settle_lag_minutes)
+        start = end - timedelta(hours=cfg.window_hours)
+        results: dict[str, Reconciliation] = {}
+        for site in self.connectors:
+            try:
+                results[site] = await self.reconcile(site, start=start, end=end)
+            except (AntennaError, OSError, TimeoutError) as exc:
+                detail = exc.detail if isinstance(exc, AntennaError) else f"{type(exc).__name__}: {exc}"
+                log.warning("reconciliation failed", extra={"site": site, "error": detail})
+        return results
+
+    async def _reconcile_forever(self) -> None:
+        # At once, then every interval: after a restart the gauge (and its alert) must not wait an hour.
+        while not self._stop.is_set():
+            await self.reconcile_all()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.reconciliation.interval_seconds)
+
     async def start_background(self) -> None:
         if self.settings.forwarder.enabled:
             self._tasks.append(asyncio.create_task(self.forwarder.run_forever(self._stop)))
             self._tasks.append(asyncio.create_task(self.sync.run_forever(self._stop)))
+            if self.settings.reconciliation.enabled:
+                self._tasks.append(asyncio.create_task(self._reconcile_forever()))
 
     async def aclose(self) -> None:
         self._stop.set()

@@ -169,6 +169,17 @@ class ForwarderSettings(_Section):
     backoff_max_seconds: float = Field(default=300.0, gt=0)
 
 
+class ReconciliationSettings(_Section):
+    """The periodic comparison of the ledger with each site's accounting, run where the forwarder runs."""
+
+    enabled: bool = True
+    interval_seconds: float = Field(default=3600.0, gt=0)
+    window_hours: float = Field(default=48.0, gt=0, description="how far back each run compares")
+    settle_lag_minutes: float = Field(
+        default=60.0, ge=0, description="the latest stretch left out: jobs that just ended may still be settling"
+    )
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = Field(default=True, alias="json")
@@ -188,6 +199,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     forwarder: ForwarderSettings = Field(default_factory=ForwarderSettings)
+    reconciliation: ReconciliationSettings = Field(default_factory=ReconciliationSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     public_url: str = Field(default="http://127.0.0.1:8000", description="where clients reach the gateway")
 

@@ -4,11 +4,14 @@ records), reported as a result, a metric and a log line; nothing in the ledger c
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
+import anyio
 import pytest
 
 from gateway.ledger.reconcile import DifferenceKind
-from tests.api.harness import ALICE, SITE, Gateway
+from tests.api.harness import ALICE, SITE, Gateway, open_gateway
+from tests.support.idp import LoopbackIdP
 
 pytestmark = pytest.mark.anyio
 
@@ -37,3 +40,20 @@ async def test_a_charge_the_site_never_booked_is_reported(gw: Gateway) -> None:
     assert not result.ok
     assert [d.kind for d in result.differences] == [DifferenceKind.MISSING_AT_SITE]
     assert result.differences[0].job_id == job["id"]
+
+
+async def test_the_gateway_reconciles_by_itself_so_the_alert_can_fire(tmp_path: Path, test_idp: LoopbackIdP) -> None:
+    sections = {"forwarder": {"enabled": True}, "reconciliation": {"settle_lag_minutes": 0}}
+    async with open_gateway(tmp_path, test_idp, **sections) as gw:
+        job = await gw.submit(ALICE, script="#!/bin/bash\nsleep 1\n")
+        await gw.drive_until(job["id"], {"completed"})
+        gw.rt.connectors[SITE]._records.clear()  # type: ignore[attr-defined]  # the site lost its accounting
+        await gw.rt.start_background()  # what the app's start-up does: reconcile at once, then every hour
+        for _ in range(200):  # bounded rounds, not a timed assertion
+            scrape = (await gw.client.get("/metrics")).text
+            samples = [line for line in scrape.splitlines() if line.startswith("antenna_reconciliation_difference{")]
+            if samples:
+                break
+            await anyio.sleep(0.05)
+        assert len(samples) == 1, scrape
+        assert float(samples[0].rsplit(" ", 1)[1]) < 0  # the site booked less than the ledger charged
