@@ -52,10 +52,13 @@ def deploy(request: DeployRequest, progress: Callable[[DeployEvent], None]) -> D
     playbooks = repo / "playbooks"
     inventory = request.inventory or playbooks / "inventories" / request.stack
     work_dir = repo / "infra"
+    policy_pack = repo / "policies" / "pulumi"
     if pulumi_parts:
         require_pulumi_cli()
         if not (work_dir / f"Pulumi.{request.stack}.yaml").is_file():
             raise ConfigurationError(f"no Pulumi stack configuration infra/Pulumi.{request.stack}.yaml")
+        if not (policy_pack / "PulumiPolicy.yaml").is_file():
+            raise ConfigurationError("policies/pulumi/PulumiPolicy.yaml is missing: no deploy without its rules")
     if "hosts" in parts:
         if not (playbooks / "site.yml").is_file():
             raise ConfigurationError(f"{playbooks / 'site.yml'} is missing: deploy from a checkout of the repository")
@@ -85,7 +88,14 @@ def deploy(request: DeployRequest, progress: Callable[[DeployEvent], None]) -> D
         # All three Pulumi parts together are the whole stack (with monitoring): no --target then.
         targets = frozenset() if pulumi_parts == PULUMI_PARTS else pulumi_parts
         progress(DeployEvent("pulumi", "step_started", name=request.stack))
-        result = run_pulumi(work_dir=work_dir, stack=request.stack, plan=request.plan, parts=targets, progress=progress)
+        result = run_pulumi(
+            work_dir=work_dir,
+            stack=request.stack,
+            plan=request.plan,
+            parts=targets,
+            policy_pack=policy_pack,
+            progress=progress,
+        )
         summary.steps.append(result)
         progress(DeployEvent("pulumi", "step_finished", message="ok" if result.ok else "failed"))
     return summary

@@ -47,9 +47,18 @@ def component_targets(stack: str, project: str, parts: Iterable[str]) -> list[st
 
 
 def run_pulumi(
-    *, work_dir: Path, stack: str, plan: bool, parts: frozenset[str], progress: Callable[[DeployEvent], None]
+    *,
+    work_dir: Path,
+    stack: str,
+    plan: bool,
+    parts: frozenset[str],
+    policy_pack: Path,
+    progress: Callable[[DeployEvent], None],
 ) -> StepResult:
-    """`preview` (plan) or `up` of the stack; ``parts`` empty means the whole stack, else only those components."""
+    """`preview` (plan) or `up` of the stack; ``parts`` empty means the whole stack, else only those components.
+
+    Both run the deployment rules of ``policy_pack``: a mandatory violation fails the preview and stops the
+    update before any resource changes, so a plan shows what the rules would refuse."""
     require_pulumi_cli()
     from pulumi import automation as auto
 
@@ -64,11 +73,12 @@ def run_pulumi(
         selected = auto.create_or_select_stack(stack_name=stack, work_dir=str(work_dir), opts=workspace_options)
         project = selected.workspace.project_settings().name
         targets = component_targets(stack, project, parts) if parts else None
+        packs = [str(policy_pack)]
         if plan:
-            preview = selected.preview(target=targets, on_event=on_event, color="never")
+            preview = selected.preview(target=targets, policy_packs=packs, on_event=on_event, color="never")
             counts = _counts(preview.change_summary)
         else:
-            up = selected.up(target=targets, on_event=on_event, color="never")
+            up = selected.up(target=targets, policy_packs=packs, on_event=on_event, color="never")
             counts = _counts(up.summary.resource_changes or {})
     except auto.CommandError as exc:
         message = str(exc).strip()[-2000:]

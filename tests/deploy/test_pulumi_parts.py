@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from pulumi.automation import EngineEvent, OpType, ResourcePreEvent, StepEventMetadata
@@ -89,3 +91,38 @@ def test_engine_events_become_progress_events() -> None:
         name="antenna:index:Identity$keycloak:index/realm:Realm::antenna",
         message="create",
     )
+
+
+class _RecordingStack:
+    """Stands in for the Automation API's stack (the engine cannot run here): records what it is asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.workspace = SimpleNamespace(project_settings=lambda: SimpleNamespace(name="antenna"))
+
+    def preview(self, **kwargs: Any) -> Any:
+        self.calls.append(("preview", kwargs))
+        return SimpleNamespace(change_summary={OpType.SAME: 3})
+
+    def up(self, **kwargs: Any) -> Any:
+        self.calls.append(("up", kwargs))
+        return SimpleNamespace(summary=SimpleNamespace(resource_changes={"update": 1}))
+
+
+@pytest.mark.parametrize(("plan", "operation"), [(True, "preview"), (False, "up")])
+def test_plan_and_apply_run_the_repositorys_policy_pack(
+    monkeypatch: pytest.MonkeyPatch, plan: bool, operation: str
+) -> None:
+    from pulumi import automation
+
+    stack = _RecordingStack()
+    monkeypatch.setattr("gateway.deploy.pulumi_stack.shutil.which", lambda name: f"/opt/bin/{name}")
+    monkeypatch.setattr(automation, "PulumiCommand", lambda: None)
+    monkeypatch.setattr(automation, "create_or_select_stack", lambda **_: stack)
+    summary = deploy(DeployRequest(stack="dev", only=frozenset({"identity"}), plan=plan), lambda _: None)
+    assert summary.ok
+    ((called, kwargs),) = stack.calls
+    assert called == operation
+    assert kwargs["policy_packs"] == [str(REPO_ROOT / "policies" / "pulumi")]
+    assert (REPO_ROOT / "policies" / "pulumi" / "PulumiPolicy.yaml").is_file()
+    assert kwargs["target"] == component_targets("dev", "antenna", ["identity"])
