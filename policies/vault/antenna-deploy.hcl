@@ -1,6 +1,10 @@
 # antenna-deploy: the deploy pipeline (Pulumi, Ansible). Enables the engines and auth methods, writes the
-# antenna-* policies and roles, and hands the gateway a response-wrapped secret-id it cannot read itself.
-# It never reads site secrets, signs certificates or gets database credentials.
+# antenna-* policies and roles, and hands the gateway a response-wrapped secret-id.
+# It never reads site secrets, signs certificates or gets database credentials through this policy. It is
+# nonetheless the trust root of the deployment: whoever writes the gateway's policy and AppRole role can give
+# themselves the gateway's rights (write a wider antenna-* policy, or unwrap the secret-id before the
+# gateway does; the gateway then refuses the used wrapping token and the audit log shows who unwrapped it).
+# So the deploy token lives only in the protected pipeline, short-lived, and every write is audited.
 
 path "sys/mounts" {
   capabilities = ["read"]

@@ -12,7 +12,7 @@ from gateway.deploy.package import GatewayPackage, build_gateway_package
 from tests.playbooks.site import SiteRun, free_ports, run_site, stack_variables, write_inventory
 from tests.playbooks.throwaway_host import REPO_ROOT, ThrowawayHost, throwaway_host
 
-# site.yml's groups that can run here (keycloak cannot: see test_keycloak_role.py).
+# site.yml's groups that can run here (keycloak cannot: test_check_mode.py runs its role in check mode).
 RUNNABLE_GROUPS = ("openbao", "gateway", "reverse_proxy", "alertmanager", "prometheus")
 
 

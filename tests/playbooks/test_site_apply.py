@@ -3,7 +3,7 @@
 The host (tests/playbooks/throwaway_host.py) is a debootstrap'd Debian 12 in its own namespaces, reached
 through Ansible's chroot connection; apt and pip fetch from the real registries. It runs no systemd (tini is
 PID 1), so the services start through the roles' init-script fallback; the systemd units are checked with
-`systemd-analyze verify`. Keycloak cannot run here: see test_keycloak_role.py.
+`systemd-analyze verify`. Keycloak cannot run here: test_check_mode.py runs its role in check mode.
 """
 
 from __future__ import annotations
