@@ -31,6 +31,7 @@ from gateway.clock import Clock, FakeClock, SystemClock
 from gateway.identity import DevIssuer, KeySetCache
 from gateway.jobs.models import JobState
 from gateway.runtime import DevMode, Runtime
+from gateway.secrets import SecretStore
 from gateway.secrets.fake import FakeSecretStore
 from gateway.settings import Settings, load_settings
 from tests.stack.plugin import SlurmStack
@@ -125,7 +126,7 @@ class StackGateway:
     idp: LoopbackIdP
     client: httpx.AsyncClient
     stack: SlurmStack
-    secrets: FakeSecretStore
+    secrets: SecretStore  # FakeSecretStore unless the test passed a real one
     owners: dict[str, str] = field(default_factory=dict)  # job id → the person who submitted it
 
     @property
@@ -228,14 +229,19 @@ async def stack_gateway(
     *,
     sites: Mapping[str, Any] | None = None,
     database_url: str | None = None,
-    secrets: FakeSecretStore | None = None,
+    secrets: SecretStore | None = None,
     clock: Clock | None = None,
     seed: bool = True,
     **sections: dict[str, Any],
 ) -> AsyncIterator[StackGateway]:
-    """A gateway on the stack; its SSH CA is trusted by the stack's sshd while it runs."""
-    store = stack_secrets(stack, store=secrets)
-    stack.trust_user_ca(store.ca_public_key)
+    """A gateway on the stack. With the fake store (the default) it holds the clusters' keys and its SSH CA is
+    trusted by the stack's sshd while it runs; a real store is used as the caller filled it."""
+    store: SecretStore
+    if secrets is None or isinstance(secrets, FakeSecretStore):
+        store = stack_secrets(stack, store=secrets)
+        stack.trust_user_ca(store.ca_public_key)
+    else:
+        store = secrets
     settings = gateway_settings(
         idp,
         sites if sites is not None else stack_sites(stack),
@@ -264,7 +270,8 @@ async def stack_gateway(
             yield gateway
     finally:
         await app.state.runtime.aclose()
-        stack.distrust_user_ca(store.ca_public_key)
+        if isinstance(store, FakeSecretStore):
+            stack.distrust_user_ca(store.ca_public_key)
 
 
 def site_jobs_named(stack: SlurmStack, cluster: str, names: Iterable[str]) -> dict[str, list[str]]:

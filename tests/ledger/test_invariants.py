@@ -39,7 +39,7 @@ def raw(db: Database, sql: str) -> None:
 # --- granted = available + reserved + charged; cached == entries ----------------------------------
 
 
-def test_every_commit_keeps_granted_equal_to_available_plus_reserved_plus_charged(book: Ledger) -> None:
+def test_reserve_charge_top_up_and_void_leave_exact_figures_that_agree_with_the_entries(book: Ledger) -> None:
     book.allocate(100)
     book.reserve("a", 30)
     book.reserve("b", 20)
@@ -48,8 +48,7 @@ def test_every_commit_keeps_granted_equal_to_available_plus_reserved_plus_charge
     book.settle("b", "void")
     bal = book.balance()
     assert (bal.granted, bal.reserved, bal.charged, bal.available) == (110, 0, 25, 85)
-    assert bal.granted == bal.available + bal.reserved + bal.charged
-    assert book.problems() == []
+    assert book.problems() == []  # the cached figures equal those derived from the entries alone
 
 
 def test_cached_balance_equals_the_balance_derived_from_entries_alone(book: Ledger, any_db: Database) -> None:
