@@ -66,6 +66,7 @@ def submit(
     )
     rt.metrics.submissions.labels(spec.site, outcome).inc()
     if not result.replayed:
+        rt.forwarder.wake()  # committed: deliver now rather than at the next poll of the outbox
         rt.metrics.reservations.labels(result.job.project, result.job.site, result.job.unit).inc()
         rt.metrics.reserved_amount.labels(result.job.project, result.job.site, result.job.unit).inc(
             float(result.job.reserved)
@@ -99,6 +100,7 @@ def get_job(job_id: JobId, who: PrincipalDep, rt: RuntimeDep) -> JobOut:
 )
 def cancel_job(job_id: JobId, who: PrincipalDep, rt: RuntimeDep) -> JobOut:
     job = rt.jobs.cancel(who, str(job_id))
+    rt.forwarder.wake()  # a cancel of a job at the site waits in the outbox like a submission
     log.info(
         "job cancel requested",
         extra={"job_id": job.id, "project": job.project, "person": who.person, "state": job.state},

@@ -58,7 +58,7 @@ def usage(
     query: Annotated[UsageQuery, Query()],
     accept: Annotated[str | None, Header()] = None,
 ) -> UsageOut | Response:
-    lines = rt.jobs.usage(who, project, site=query.site, start=query.start, end=query.end)
+    lines = rt.jobs.usage(who, project, site=query.site, person=query.person, start=query.start, end=query.end)
     if accept and "text/csv" in accept:
         out = io.StringIO()
         writer = csv.writer(out)

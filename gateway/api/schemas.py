@@ -207,5 +207,6 @@ class JobQuery(_Query):
 
 class UsageQuery(_Query):
     site: str | None = Field(default=None, max_length=63)
+    person: str | None = Field(default=None, max_length=255, description="one person's lines (PIs, quota admins)")
     start: IsoDateTime | None = Field(default=None, description="charges dated at or after this")
     end: IsoDateTime | None = Field(default=None, description="charges dated before this")

@@ -366,6 +366,7 @@ def balance(project: Annotated[str, typer.Option()], url: UrlOpt = None, as_json
 def usage(
     project: Annotated[str, typer.Option()],
     site: str | None = None,
+    person: Annotated[str | None, typer.Option(help="one person's charges (PIs, quota admins)")] = None,
     start: str | None = None,
     end: str | None = None,
     csv: Annotated[bool, typer.Option("--csv", help="CSV for spreadsheets")] = False,
@@ -392,7 +393,7 @@ def usage(
             out.print(line)
         out.print(f"plot written to {plot}")
         return
-    params = {k: v for k, v in {"site": site, "start": start, "end": end}.items() if v}
+    params = {k: v for k, v in {"site": site, "person": person, "start": start, "end": end}.items() if v}
     if csv:
         with _session(url) as client:
             text = client.request(

@@ -405,13 +405,17 @@ class JobService:
         project: str,
         *,
         site: str | None = None,
+        person: str | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
     ) -> list[ledger.UsageLine]:
-        """Members see their own usage; PIs and quota admins see everyone's in the project."""
+        """Members see their own usage; PIs and quota admins see everyone's in the project, or one person's."""
         self._require_project_reader(principal, project)
         everyone = principal.is_pi(project) or principal.has_role("antenna-quota-admin")
-        person = None if everyone else principal.person
+        if not everyone:
+            if person not in (None, principal.person):
+                raise Forbidden("members see their own usage only; the project's PI sees everyone's")
+            person = principal.person
         return self.db.run(lambda s: ledger.usage(s, project=project, site=site, person=person, start=start, end=end))
 
     @staticmethod

@@ -10,6 +10,7 @@ site reports, the whole seconds between the start and end it recorded (shown as 
 
 from __future__ import annotations
 
+import asyncio
 import math
 from decimal import Decimal
 from pathlib import Path
@@ -162,3 +163,22 @@ async def test_a_site_failure_while_reading_output_is_its_own_problem(
     r = await gw.client.get(f"/v1/jobs/{job['id']}/output", headers=gw.auth(ALICE))
     assert (r.status_code, r.json()["type"]) == (status, "https://antenna.example/problems/" + slug)
     assert (str(raised) in r.json()["detail"]) is shown  # the gateway's own faults stay in its log
+
+
+async def test_a_submission_wakes_the_forwarder_instead_of_waiting_for_its_next_poll(
+    tmp_path: Path, test_idp: LoopbackIdP
+) -> None:
+    # The forwarder polls the outbox once an hour here: only the submit route's wake can deliver the job.
+    async with open_gateway(tmp_path, test_idp, forwarder={"enabled": True, "poll_seconds": 3600}) as gw:
+        stop = asyncio.Event()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(gw.rt.forwarder.run_forever, stop)
+            await anyio.sleep(0.2)  # its first look at the empty outbox is over; it now waits for an hour
+            job = await gw.submit(ALICE, script="#!/bin/bash\nsleep 5\n")
+            for _ in range(200):  # bounded rounds, not a timed assertion
+                shown = await gw.job(job["id"])
+                if shown["site_job_id"] is not None:
+                    break
+                await anyio.sleep(0.05)
+            stop.set()
+        assert shown["site_job_id"] is not None, shown

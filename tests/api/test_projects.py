@@ -99,6 +99,17 @@ async def test_usage_shows_members_their_own_lines_and_the_pi_everyones(gw: Gate
     assert outsider.status_code == 404
 
 
+async def test_the_pi_reads_one_persons_usage_and_a_member_only_their_own(gw: Gateway) -> None:
+    alices, _ = await _two_charged_jobs(gw)
+    url = "/v1/projects/demo/usage"
+    only_alice = (await gw.client.get(url, params={"person": ALICE}, headers=gw.auth(PAT))).json()
+    assert [(line["job_id"], line["person"]) for line in only_alice["lines"]] == [(alices["id"], ALICE)]
+    own = await gw.client.get(url, params={"person": ALICE}, headers=gw.auth(ALICE))
+    assert [line["person"] for line in own.json()["lines"]] == [ALICE]
+    other = await gw.client.get(url, params={"person": ALICE}, headers=gw.auth(BOB))
+    assert (other.status_code, other.json()["type"]) == (403, PROBLEMS + "forbidden")
+
+
 async def test_usage_as_csv(gw: Gateway) -> None:
     alices, bobs = await _two_charged_jobs(gw)
     r = await gw.client.get("/v1/projects/demo/usage", headers=gw.auth(PAT, Accept="text/csv"))
