@@ -10,6 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from gateway.cli.main import app as antenna
+from gateway.settings import load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "policies" / "sites.example.yaml"
 
@@ -127,3 +128,33 @@ def test_json_lists_every_problem_or_the_sites(tmp_path: Path) -> None:
     path.write_text(site())
     code, output = check(path, "--json")
     assert (code, json.loads(output)) == (0, {"file": str(path), "ok": True, "sites": ["lumi"]})
+
+
+def test_antenna_variables_override_single_keys_of_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "antenna.yaml"
+    path.write_text(
+        "oidc: {issuer: 'https://keycloak.example/realms/antenna', audience: antenna-gw}\n"
+        "limits: {script_max_bytes: 4096}\n" + site()
+    )
+    monkeypatch.setenv("ANTENNA_OIDC__ISSUER", "https://other.example/realms/antenna")
+    monkeypatch.setenv("ANTENNA_LIMITS__SUBMISSIONS_PER_MINUTE", "7")
+    settings = load_settings(path)
+    assert settings.oidc.issuer == "https://other.example/realms/antenna"  # the variable wins over the file
+    assert settings.oidc.audience == "antenna-gw"  # the rest of the section still comes from the file
+    assert (settings.limits.script_max_bytes, settings.limits.submissions_per_minute) == (4096, 7)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "key"),
+    [
+        ("ANTENNA_OIDC__ISSUER", "http://keycloak.example/realms/antenna", "oidc.issuer:"),
+        ("ANTENNA_LIMITS__SCRIPT_MAX_BYTES", "lots", "limits.script_max_bytes:"),
+    ],
+    ids=["http-issuer-from-the-environment", "wrong-type-from-the-environment"],
+)
+def test_a_bad_override_is_refused_naming_the_key(tmp_path: Path, variable: str, value: str, key: str) -> None:
+    path = tmp_path / "antenna.yaml"
+    path.write_text(site())
+    code, output = check(path, env={variable: value})
+    assert code != 0
+    assert key in output, output
