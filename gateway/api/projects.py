@@ -58,7 +58,15 @@ def usage(
     query: Annotated[UsageQuery, Query()],
     accept: Annotated[str | None, Header()] = None,
 ) -> UsageOut | Response:
-    lines = rt.jobs.usage(who, project, site=query.site, person=query.person, start=query.start, end=query.end)
+    lines = rt.jobs.usage(
+        who,
+        project,
+        site=query.site,
+        person=query.person,
+        start=query.start,
+        end=query.end,
+        period_start=query.period_start,
+    )
     if accept and "text/csv" in accept:
         out = io.StringIO()
         writer = csv.writer(out)

@@ -210,3 +210,6 @@ class UsageQuery(_Query):
     person: str | None = Field(default=None, max_length=255, description="one person's lines (PIs, quota admins)")
     start: IsoDateTime | None = Field(default=None, description="charges dated at or after this")
     end: IsoDateTime | None = Field(default=None, description="charges dated before this")
+    period_start: IsoDateTime | None = Field(
+        default=None, description="only the allocation period starting at this time (as in the balance)"
+    )

@@ -369,6 +369,7 @@ def usage(
     person: Annotated[str | None, typer.Option(help="one person's charges (PIs, quota admins)")] = None,
     start: str | None = None,
     end: str | None = None,
+    period_start: Annotated[str | None, typer.Option(help="one allocation period, by its start")] = None,
     csv: Annotated[bool, typer.Option("--csv", help="CSV for spreadsheets")] = False,
     plot: Annotated[
         Path | None, typer.Option("--plot", help="draw cumulative charge vs allocation per site (PNG)")
@@ -393,7 +394,8 @@ def usage(
             out.print(line)
         out.print(f"plot written to {plot}")
         return
-    params = {k: v for k, v in {"site": site, "person": person, "start": start, "end": end}.items() if v}
+    wanted = {"site": site, "person": person, "start": start, "end": end, "period_start": period_start}
+    params = {k: v for k, v in wanted.items() if v}
     if csv:
         with _session(url) as client:
             text = client.request(

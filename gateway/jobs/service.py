@@ -408,6 +408,7 @@ class JobService:
         person: str | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
+        period_start: datetime | None = None,
     ) -> list[ledger.UsageLine]:
         """Members see their own usage; PIs and quota admins see everyone's in the project, or one person's."""
         self._require_project_reader(principal, project)
@@ -416,7 +417,11 @@ class JobService:
             if person not in (None, principal.person):
                 raise Forbidden("members see their own usage only; the project's PI sees everyone's")
             person = principal.person
-        return self.db.run(lambda s: ledger.usage(s, project=project, site=site, person=person, start=start, end=end))
+        return self.db.run(
+            lambda s: ledger.usage(
+                s, project=project, site=site, person=person, start=start, end=end, period_start=period_start
+            )
+        )
 
     @staticmethod
     def _require_project_reader(principal: Principal, project: str) -> None:

@@ -110,6 +110,16 @@ async def test_the_pi_reads_one_persons_usage_and_a_member_only_their_own(gw: Ga
     assert (other.status_code, other.json()["type"]) == (403, PROBLEMS + "forbidden")
 
 
+async def test_usage_of_one_allocation_period(gw: Gateway) -> None:
+    await _two_charged_jobs(gw)
+    url, headers = "/v1/projects/demo/usage", gw.auth(PAT)
+    seeded = (await gw.client.get(url, params={"period_start": gw.period["start"]}, headers=headers)).json()
+    assert len(seeded["lines"]) == 2
+    assert {line["period_start"] for line in seeded["lines"]} == {seeded["lines"][0]["period_start"]}
+    other = {"period_start": "2020-01-01"}
+    assert (await gw.client.get(url, params=other, headers=headers)).json()["lines"] == []
+
+
 async def test_usage_as_csv(gw: Gateway) -> None:
     alices, bobs = await _two_charged_jobs(gw)
     r = await gw.client.get("/v1/projects/demo/usage", headers=gw.auth(PAT, Accept="text/csv"))
