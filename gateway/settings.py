@@ -8,6 +8,7 @@ enable it by accident; ``Settings.check_production`` refuses what only developme
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -232,14 +233,15 @@ class Settings(BaseSettings):
                 "use vault.database_role (dynamic credentials) or a passwordless local socket"
             )
         for site_name, site in self.sites.items():
-            for key, val in site.options.items():
-                if _SECRETISH_KEY.search(key) and isinstance(val, str) and not val.startswith("vault:"):
+            for key, val in _leaves(site.options, f"sites.{site_name}.options"):
+                if _SECRETISH_KEY.search(key.rsplit(".", 1)[-1]) and not val.startswith("vault:"):
                     raise ValueError(
-                        f"sites.{site_name}.options.{key}: secrets are not allowed in the configuration; "
+                        f"{key}: secrets are not allowed in the configuration; "
                         "reference a Vault path instead (vault:<path>#<field>)"
                     )
-                if isinstance(val, str) and _PLACEHOLDER.match(val.strip()):
-                    raise ValueError(f"sites.{site_name}.options.{key}: placeholder value {val!r}")
+        for key, val in _leaves(self.model_dump(), ""):
+            if _PLACEHOLDER.match(val.strip()):
+                raise ValueError(f"{key}: placeholder value {val!r}")
         return self
 
     def check_production(self) -> None:
@@ -257,6 +259,18 @@ class Settings(BaseSettings):
 
     def site(self, name: str) -> SiteSettings | None:
         return self.sites.get(name)
+
+
+def _leaves(value: Any, key: str) -> Iterator[tuple[str, str]]:
+    """Every string in a nested structure of mappings and lists, with its dotted key."""
+    if isinstance(value, str):
+        yield key, value
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            yield from _leaves(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            yield from _leaves(item, f"{key}.{index}")
 
 
 def format_validation_error(exc: ValidationError) -> str:

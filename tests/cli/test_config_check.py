@@ -82,6 +82,15 @@ BROKEN = {
     "local-connector-in-production": (site(connector="local"), "sites.lumi.connector:"),
     "secret-in-the-file": (site(options="{client_secret: s3cr3t-value}"), "sites.lumi.options.client_secret:"),
     "placeholder-value": (site(options="{url: changeme}"), "sites.lumi.options.url:"),
+    "placeholder-outside-the-sites": ("vault: {role_id: changeme}\n" + site(), "vault.role_id:"),
+    "placeholder-in-nested-options": (
+        site(options="{url: 'https://s.example', status_account: s, output_ssh: {host: '<login node>'}}"),
+        "sites.lumi.options.output_ssh.host:",
+    ),
+    "secret-in-nested-options": (
+        site(options="{url: 'https://s.example', status_account: s, output_ssh: {private_key: s3cr3t-value}}"),
+        "sites.lumi.options.output_ssh.private_key:",
+    ),
     "password-in-database-url": (
         "database: {url: 'postgresql+psycopg://gw:hunter2@db/antenna'}\n" + site(),
         "database.url:",
