@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 from limits import RateLimitItemPerMinute, storage, strategies
+from limits.errors import StorageError
 from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.orm import Session
 
@@ -36,7 +37,7 @@ from gateway.secrets import SecretStore
 from gateway.secrets.database import pool_recycle_seconds, use_dynamic_credentials
 from gateway.secrets.fake import FakeSecretStore
 from gateway.secrets.vault import VaultSecretStore
-from gateway.settings import Settings
+from gateway.settings import LimitsSettings, Settings
 
 log = logging.getLogger("antenna")
 
@@ -68,13 +69,27 @@ class Runtime:
     dev: DevMode | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _limiter_warned_at: float = float("-inf")
 
     def rate_limit(self, kind: str, person: str, per_minute: int) -> None:
         item = RateLimitItemPerMinute(per_minute)
-        if not self.limiter.hit(item, kind, person):
+        try:
+            if self.limiter.hit(item, kind, person):
+                return
             reset = self.limiter.get_window_stats(item, kind, person).reset_time
-            retry = max(1, int(reset - self.clock.now().timestamp()) + 1)
-            raise RateLimited(f"too many {kind}: at most {per_minute} a minute", retry_after=retry)
+        except StorageError as exc:
+            # Redis down must not take submissions down with it: the limits are for fairness, the ledger
+            # (in PostgreSQL) is what guards the allocations. Said once a minute, not once a request.
+            now = self.clock.now().timestamp()
+            if now - self._limiter_warned_at >= 60:
+                self._limiter_warned_at = now
+                log.warning(
+                    "rate-limit storage unavailable: requests are not limited",
+                    extra={"error": type(exc.storage_error).__name__},
+                )
+            return
+        retry = max(1, int(reset - self.clock.now().timestamp()) + 1)
+        raise RateLimited(f"too many {kind}: at most {per_minute} a minute", retry_after=retry)
 
     def log_refusal(self, reason: str, detail: str) -> None:
         log.info("token refused", extra={"reason": reason, "detail": detail})
@@ -193,6 +208,15 @@ class Runtime:
         self.db.dispose()
 
 
+def _limiter(settings: LimitsSettings) -> strategies.RateLimiter:
+    """Counters in the process, or shared by the replicas (Redis), namespaced by ``storage_key_prefix``
+    and raising StorageError (not the driver's own exceptions) when the storage is unreachable."""
+    options: dict[str, str | bool] = {}
+    if settings.storage_uri.split(":", 1)[0].startswith("redis"):
+        options = {"key_prefix": settings.storage_key_prefix, "wrap_exceptions": True}
+    return strategies.MovingWindowRateLimiter(storage.storage_from_string(settings.storage_uri, **options))
+
+
 def _engine(settings: Settings, vault: VaultSecretStore | None) -> Engine:
     """The database engine; with ``vault.database_role`` it logs in with Vault's short-lived credentials."""
     if vault is None or not settings.vault.database_role:
@@ -259,7 +283,7 @@ def build_runtime(
         db=db, connectors=connectors, health=health, settings=settings.forwarder, clock=clock, metrics=metrics
     )
     sync = StatusSync(db=db, connectors=connectors, health=health, settings=settings, clock=clock, metrics=metrics)
-    limiter = strategies.MovingWindowRateLimiter(storage.storage_from_string(settings.limits.storage_uri))
+    limiter = _limiter(settings.limits)
     runtime = Runtime(
         settings=settings,
         clock=clock,

@@ -145,6 +145,9 @@ class LimitsSettings(_Section):
     requests_per_minute: int = Field(default=600, ge=1, description="per person")
     max_active_jobs_per_person: int = Field(default=500, ge=1)
     storage_uri: str = Field(default="memory://", description="limits storage, e.g. redis://127.0.0.1:6379")
+    storage_key_prefix: str = Field(
+        default="antenna", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="namespace of the counters in Redis"
+    )
     environment_allowlist: list[str] = Field(
         default_factory=lambda: [
             "OMP_NUM_THREADS",
