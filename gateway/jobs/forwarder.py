@@ -33,6 +33,7 @@ from gateway.connectors.base import Connector, SiteJobRequest
 from gateway.connectors.health import SiteHealth, rate_limit_wait
 from gateway.db import Database
 from gateway.errors import AntennaError, SiteAuthFailed, SiteRejected, SiteUnavailable
+from gateway.jobs import outbox
 from gateway.jobs.models import Job, JobEvent, JobState, OutboxEntry
 from gateway.jobs.service import record_transition
 from gateway.ledger import service as ledger
@@ -156,7 +157,9 @@ class Forwarder:
         elif job.state == JobState.CANCELLED.value and job.site_job_id is None:
             # Cancelled while the submission was in flight: the site has the job, so it must be stopped there.
             job.site_job_id = site_job_id
-            session.add(OutboxEntry(job_id=job.id, site=job.site, action="cancel", available_at=now, created_at=now))
+            outbox.queue(
+                session, OutboxEntry(job_id=job.id, site=job.site, action="cancel", available_at=now, created_at=now)
+            )
             session.add(
                 JobEvent(job_id=job.id, state=job.state, at=now, detail=f"site job {site_job_id} cancelled at the site")
             )
@@ -351,6 +354,16 @@ class Forwarder:
     async def run_forever(self, stop: asyncio.Event, *, grace_seconds: float = 10.0) -> None:
         """Deliver continuously: new work is claimed as soon as a site has room, without waiting for slow sites."""
         self._loop = asyncio.get_running_loop()
+        # Other replicas' submissions wake this one too (PostgreSQL); the poll below stays the safety net.
+        listener = outbox.OutboxListener(self.db.engine, self.wake)
+        if outbox.OutboxListener.applies_to(self.db.engine):
+            listener.start()
+        try:
+            await self._deliver_until(stop, grace_seconds)
+        finally:
+            await asyncio.to_thread(listener.stop)
+
+    async def _deliver_until(self, stop: asyncio.Event, grace_seconds: float) -> None:
         while not stop.is_set():
             self._room.clear()
             try:

@@ -32,6 +32,7 @@ from gateway.errors import (
     RateLimited,
 )
 from gateway.identity import Principal
+from gateway.jobs import outbox
 from gateway.jobs.models import (
     AT_SITE_STATES,
     IdempotencyRecord,
@@ -164,7 +165,9 @@ class JobService:
             session.add(job)
             session.flush()
             session.add(JobEvent(job_id=job_id, state=JobState.ACCEPTED.value, at=now, detail="reserved"))
-            session.add(OutboxEntry(job_id=job_id, site=spec.site, action="submit", available_at=now, created_at=now))
+            outbox.queue(
+                session, OutboxEntry(job_id=job_id, site=spec.site, action="submit", available_at=now, created_at=now)
+            )
             if idempotency_key is not None:
                 session.add(
                     IdempotencyRecord(
@@ -312,8 +315,9 @@ class JobService:
                     reason="cancelled before forwarding",
                 )
             else:
-                session.add(
-                    OutboxEntry(job_id=job_id, site=job.site, action="cancel", available_at=now, created_at=now)
+                outbox.queue(
+                    session,
+                    OutboxEntry(job_id=job_id, site=job.site, action="cancel", available_at=now, created_at=now),
                 )
                 session.add(
                     JobEvent(job_id=job_id, state=job.state, at=now, detail=f"cancel requested by {principal.person}")

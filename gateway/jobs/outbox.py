@@ -1,0 +1,96 @@
+"""Waking forwarders across replicas: PostgreSQL ``NOTIFY`` on every new outbox entry, ``LISTEN`` in each forwarder.
+
+The outbox is the truth and polling stays the safety net (a lost notification only costs one poll interval);
+the notification only saves that wait. ``NOTIFY`` is transactional: it is delivered when the entry's
+transaction commits and never for one rolled back. SQLite has no such thing, and needs none: an embedded
+gateway is one process, woken by its own submit route.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, cast
+
+import psycopg
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from gateway.jobs.models import OutboxEntry
+
+log = logging.getLogger("antenna.forwarder")
+CHANNEL = "antenna_outbox"
+
+
+def queue(session: Session, entry: OutboxEntry) -> None:
+    """Add ``entry`` to the outbox and, on PostgreSQL, tell every listening forwarder once this commits."""
+    session.add(entry)
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(CHANNEL, entry.site)))
+
+
+class OutboxListener:
+    """A thread holding one connection in ``LISTEN``, calling ``on_notify`` (thread-safe) for each entry.
+
+    The connection is taken out of the engine's pool for good (it must stay in autocommit and keep
+    listening); after an error it is dropped and a new one is asked from the engine, with backoff.
+    """
+
+    def __init__(self, engine: Engine, on_notify: Callable[[], None], *, timeout: float = 1.0) -> None:
+        self.engine = engine
+        self.on_notify = on_notify
+        self.timeout = timeout
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.listening = threading.Event()  # set while a LISTEN is in place
+
+    @classmethod
+    def applies_to(cls, engine: Engine) -> bool:
+        return engine.dialect.name == "postgresql"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="antenna-outbox-listener", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout + 5)
+
+    def _run(self) -> None:
+        backoff = 1.0
+        while not self._stop.is_set():
+            try:
+                self._listen()
+                backoff = 1.0
+            except (SQLAlchemyError, psycopg.Error, OSError) as exc:
+                self._failed(exc)
+            except Exception:  # a bug: say so loudly and keep trying, rather than let the thread die unseen
+                self.listening.clear()
+                log.exception("outbox listener failed")
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 30.0)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.listening.clear()
+        log.warning(
+            "outbox listener lost its connection; forwarders poll meanwhile", extra={"error": type(exc).__name__}
+        )
+
+    def _listen(self) -> None:
+        raw = self.engine.raw_connection()
+        conn = cast("psycopg.Connection[Any]", raw.driver_connection)
+        raw.detach()  # never back into the pool: it stays in autocommit, listening
+        try:
+            conn.rollback()  # the pool's pre-ping may have opened a transaction; autocommit needs none
+            conn.autocommit = True
+            conn.execute(f"LISTEN {CHANNEL}")
+            self.listening.set()
+            while not self._stop.is_set():
+                for _ in conn.notifies(timeout=self.timeout):
+                    self.on_notify()
+        finally:
+            self.listening.clear()
+            raw.close()

@@ -1,0 +1,94 @@
+"""Forwarders on other replicas are woken by PostgreSQL NOTIFY when a job is accepted, instead of finding it
+at their next poll of the outbox; the listener survives losing its connection. Real PostgreSQL.
+
+Every forwarder here polls once an hour: only the notification can make a job go out within the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from sqlalchemy import text
+
+from gateway.jobs.forwarder import Forwarder
+from tests.api.harness import ALICE, Gateway, open_gateway
+from tests.support.idp import LoopbackIdP
+
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
+HOURLY = {"forwarder": {"enabled": True, "poll_seconds": 3600}}
+
+
+@asynccontextmanager
+async def running(forwarder: Forwarder) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(forwarder.run_forever(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+async def delivered(api: Gateway, job: dict[str, Any]) -> dict[str, Any]:
+    for _ in range(200):  # bounded rounds, not a timed assertion
+        shown = await api.job(job["id"])
+        if shown["site_job_id"] is not None:
+            return shown
+        await anyio.sleep(0.05)
+    raise AssertionError(f"job {job['id']} was not delivered: the forwarder was not woken")
+
+
+async def listening(forwarder: Forwarder) -> None:
+    for _ in range(200):
+        if _listener_connections(forwarder) == 1:
+            return
+        await anyio.sleep(0.05)
+    raise AssertionError("the forwarder never started listening")
+
+
+def _listener_connections(forwarder: Forwarder) -> int:
+    with forwarder.db.engine.connect() as conn:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+        return int(conn.execute(text(query)).scalar_one())
+
+
+async def test_a_job_accepted_by_one_replica_wakes_the_forwarder_of_another(
+    tmp_path: Path, test_idp: LoopbackIdP, pg_url: str
+) -> None:
+    async with (
+        open_gateway(tmp_path / "api", test_idp, database_url=pg_url) as api,
+        open_gateway(tmp_path / "worker", test_idp, database_url=pg_url, seed=False, **HOURLY) as worker,
+        running(worker.rt.forwarder),
+    ):
+        await listening(worker.rt.forwarder)
+        job = await api.submit(ALICE, script="#!/bin/bash\nsleep 5\n")  # the api replica runs no forwarder
+        shown = await delivered(api, job)
+        assert shown["state"] == "submitted"
+
+
+async def test_the_listener_comes_back_after_its_connection_is_killed(
+    tmp_path: Path, test_idp: LoopbackIdP, pg_url: str
+) -> None:
+    async with (
+        open_gateway(tmp_path / "api", test_idp, database_url=pg_url) as api,
+        open_gateway(tmp_path / "worker", test_idp, database_url=pg_url, seed=False, **HOURLY) as worker,
+        running(worker.rt.forwarder),
+    ):
+        forwarder = worker.rt.forwarder
+        await listening(forwarder)
+        with forwarder.db.engine.connect() as conn:  # what a database restart or failover does to it
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+                )
+            )
+        await listening(forwarder)  # a new connection, listening again (after the 1 s backoff)
+        shown = await delivered(api, await api.submit(ALICE, script="#!/bin/bash\nsleep 5\n"))
+        assert shown["state"] == "submitted"
