@@ -14,7 +14,7 @@ Phases, each on the real cluster and the real PostgreSQL:
       of its own (tests/faults/forwarder_worker.py), as a separate replica runs it;
   paced latency: 50 jobs one after another on each path, so that no queueing is measured, only what the
       gateway adds: in one process the submit route wakes the forwarder (``Forwarder.wake``); a forwarder in
-      a process of its own finds the job at its next poll of the outbox;
+      a process of its own is woken by PostgreSQL's NOTIFY (gateway/jobs/outbox.py);
   (c) RPCs: ``sdiag``'s per-message RPC counts around one status-sync cycle, with 10 then 1,000 active jobs,
       for lumi (slurmrestd) and lucia (ssh).
 The CPU column is this process's CPU time per job (HTTP client, API, and the forwarder unless it runs
@@ -272,7 +272,7 @@ def start_worker(stack: SlurmStack, site: dict[str, Any], database_url: str, dat
         "settings": {
             "database": {"url": database_url},
             "sites": {"lumi": site},
-            "forwarder": {"poll_seconds": 0.05},
+            "forwarder": {"poll_seconds": 0.5},  # the default; NOTIFY is what wakes it
         },
         "jwt_keys": {"lumi": str(stack.cluster("lumi").jwt_key)},
         "data_dir": data_dir,
@@ -320,7 +320,7 @@ async def run(args: argparse.Namespace) -> str:
                 worker = start_worker(stack, sites["lumi"], pg_schema_url(schema), tmp)
                 try:
                     b2 = await measured(through_gateway(gw, args.jobs, IN_FLIGHT, "(b2) gateway, forwarder process"))
-                    pw2 = await measured(through_gateway(gw, 50, 1, "paced: gateway, forwarder process (polls)"))
+                    pw2 = await measured(through_gateway(gw, 50, 1, "paced: gateway, forwarder process (NOTIFY)"))
                 finally:
                     worker.kill()
                     worker.join(30)
@@ -355,7 +355,7 @@ async def run(args: argparse.Namespace) -> str:
             f"- throughput through the gateway / direct: **{b.rate / a.rate:.2f}×** in one process, "
             f"**{b2.rate / a.rate:.2f}×** with the forwarder in its own process (target ≥ 0.9×)",
             added(pa, pw, "paced, forwarder woken by the submit route", "target ≤ 10 %"),
-            added(pa, pw2, "paced, forwarder process polling every 0.05 s", ""),
+            added(pa, pw2, "paced, forwarder process woken by PostgreSQL NOTIFY (polls every 0.5 s)", ""),
             "",
             "slurmctld RPCs in one status-sync cycle (`sdiag` counts before and after): those of the site's "
             "status account (the gateway's), and all RPCs by type over the same moment (other work on the "
