@@ -40,6 +40,7 @@ from gateway.secrets.vault import VaultSecretStore
 from gateway.settings import LimitsSettings, Settings
 
 log = logging.getLogger("antenna")
+LIMITER_RETRY_SECONDS = 10.0  # how long requests go unlimited after the rate-limit storage failed
 
 
 @dataclass(frozen=True)
@@ -70,22 +71,27 @@ class Runtime:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _limiter_warned_at: float = float("-inf")
+    _limiter_down_until: float = float("-inf")
 
     def rate_limit(self, kind: str, person: str, per_minute: int) -> None:
         item = RateLimitItemPerMinute(per_minute)
+        now = self.clock.now().timestamp()
+        if now < self._limiter_down_until:
+            return
         try:
             if self.limiter.hit(item, kind, person):
                 return
             reset = self.limiter.get_window_stats(item, kind, person).reset_time
         except StorageError as exc:
             # Redis down must not take submissions down with it: the limits are for fairness, the ledger
-            # (in PostgreSQL) is what guards the allocations. Said once a minute, not once a request.
-            now = self.clock.now().timestamp()
+            # (in PostgreSQL) is what guards the allocations. Each request would otherwise wait out the
+            # storage's timeout, so it is left alone for a while; said once a minute, not once a request.
+            self._limiter_down_until = now + LIMITER_RETRY_SECONDS
             if now - self._limiter_warned_at >= 60:
                 self._limiter_warned_at = now
                 log.warning(
                     "rate-limit storage unavailable: requests are not limited",
-                    extra={"error": type(exc.storage_error).__name__},
+                    extra={"error": type(exc.storage_error).__name__, "retry_in_seconds": LIMITER_RETRY_SECONDS},
                 )
             return
         retry = max(1, int(reset - self.clock.now().timestamp()) + 1)
@@ -187,7 +193,10 @@ class Runtime:
     async def _reconcile_forever(self) -> None:
         # At once, then every interval: after a restart the gauge (and its alert) must not wait an hour.
         while not self._stop.is_set():
-            await self.reconcile_all()
+            try:
+                await self.reconcile_all()
+            except Exception:  # a bug or a database failover: say so, keep the schedule (the gauge's alert needs it)
+                log.exception("reconciliation run failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=self.settings.reconciliation.interval_seconds)
 
@@ -211,9 +220,15 @@ class Runtime:
 def _limiter(settings: LimitsSettings) -> strategies.RateLimiter:
     """Counters in the process, or shared by the replicas (Redis), namespaced by ``storage_key_prefix``
     and raising StorageError (not the driver's own exceptions) when the storage is unreachable."""
-    options: dict[str, str | bool] = {}
+    options: dict[str, str | bool | float] = {}
     if settings.storage_uri.split(":", 1)[0].startswith("redis"):
-        options = {"key_prefix": settings.storage_key_prefix, "wrap_exceptions": True}
+        # Short socket timeouts: a Redis that stops answering (not one that refuses) must not hold requests.
+        options = {
+            "key_prefix": settings.storage_key_prefix,
+            "wrap_exceptions": True,
+            "socket_connect_timeout": 0.25,
+            "socket_timeout": 0.25,
+        }
     return strategies.MovingWindowRateLimiter(storage.storage_from_string(settings.storage_uri, **options))
 
 

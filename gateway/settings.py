@@ -25,7 +25,9 @@ from gateway.billing import BillingFormula, StorageFormula
 from gateway.errors import ConfigurationError
 
 KNOWN_CONNECTORS = ("local", "slurmrestd", "ssh", "firecrest", "unicore")
-_PLACEHOLDER = re.compile(r"^(changeme|change-me|placeholder|secret|password|xxx+|todo|<.*>|\$\{.*\})$", re.I)
+# Values nobody means, refused anywhere in the file. Not `secret` or `password`: Vault's default KV mount is
+# called `secret`, and where a secret would go only a `vault:` reference is accepted anyway.
+_PLACEHOLDER = re.compile(r"^(changeme|change-me|placeholder|xxx+|todo|<.*>|\$\{.*\})$", re.I)
 _SECRETISH_KEY = re.compile(r"(secret|password|passwd|token|private_key|api_key|cluster_key)", re.I)
 _NAME = r"^[a-z][a-z0-9_-]{0,62}$"
 Algorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
@@ -236,8 +238,10 @@ class Settings(BaseSettings):
                 "use vault.database_role (dynamic credentials) or a passwordless local socket"
             )
         for site_name, site in self.sites.items():
-            for key, val in _leaves(site.options, f"sites.{site_name}.options"):
-                if _SECRETISH_KEY.search(key.rsplit(".", 1)[-1]) and not val.startswith("vault:"):
+            prefix = f"sites.{site_name}.options"
+            for key, val in _leaves(site.options, prefix):
+                secretish = any(_SECRETISH_KEY.search(part) for part in key.removeprefix(prefix).split("."))
+                if secretish and not val.startswith("vault:"):
                     raise ValueError(
                         f"{key}: secrets are not allowed in the configuration; "
                         "reference a Vault path instead (vault:<path>#<field>)"

@@ -228,6 +228,13 @@ class V0038:
 VERSIONS: dict[str, SlurmApi] = {"v0.0.38": V0038()}
 
 
+def supported_version(version: str) -> str:
+    """A pydantic validator for the options naming a parser: refused at configuration time, not at start."""
+    if version not in VERSIONS:
+        raise ValueError(f"{version} is not supported (supported: {', '.join(VERSIONS)})")
+    return version
+
+
 def merge_statuses(
     wanted: Iterable[str],
     live: Iterable[tuple[str, str, SiteJobStatus]],

@@ -12,12 +12,12 @@ import base64
 import binascii
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import httpx
 import jwt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from gateway.clock import Clock
 from gateway.connectors.base import Connector, SiteJobRequest, SiteJobStatus, UsageRecord, stamp
@@ -29,10 +29,11 @@ from gateway.connectors.slurm_openapi import (
     merge_statuses,
     needs_accounting,
     retry_after_seconds,
+    supported_version,
     usage_records,
 )
 from gateway.connectors.ssh import SshConnector, SshOptions
-from gateway.errors import ConfigurationError, SiteAuthFailed, SiteRejected, SiteUnavailable
+from gateway.errors import SiteAuthFailed, SiteRejected, SiteUnavailable
 from gateway.secrets import SecretStore, SiteCredentials
 
 
@@ -40,7 +41,7 @@ class SlurmrestdOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(description="slurmrestd base URL")
-    api_version: str = "v0.0.38"
+    api_version: Annotated[str, AfterValidator(supported_version)] = "v0.0.38"
     status_account: str = Field(description="the site account whose token reads the job list")
     home_template: str = Field(default="/home/{account}", description="the account's project space")
     token_lifetime_seconds: int = Field(default=300, ge=30, le=3600)
@@ -62,11 +63,6 @@ class SlurmrestdConnector(Connector):
         clock: Clock,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        if options.api_version not in VERSIONS:
-            raise ConfigurationError(
-                f"sites.{site}.options.api_version: {options.api_version} is not supported "
-                f"(supported: {', '.join(VERSIONS)})"
-            )
         self.site = site
         self.options = options
         self.api: SlurmApi = VERSIONS[options.api_version]
@@ -90,7 +86,12 @@ class SlurmrestdConnector(Connector):
         if not raw:
             raise SiteAuthFailed(f"{self.site}: the secrets store holds no {self.options.key_field} for this site")
         try:
-            key = base64.b64decode(raw, validate=True) if not raw.startswith("raw:") else raw[4:].encode()
+            # Whitespace is not part of a key: `base64 key.bin` wraps lines and ends with a newline.
+            key = (
+                base64.b64decode("".join(raw.split()), validate=True)
+                if not raw.startswith("raw:")
+                else raw[4:].encode()
+            )
         except binascii.Error as exc:
             # The operator's to fix in Vault: jobs wait (the site looks down) rather than being refused.
             raise SiteUnavailable(
@@ -108,9 +109,12 @@ class SlurmrestdConnector(Connector):
         credentials = await self.secrets.site_credentials(self.site)
         try:
             return await self._call_with(credentials, method, path, account, missing_ok=missing_ok, **kwargs)
-        except SiteAuthFailed:
+        except SiteAuthFailed as refused:
             # After a key rotation the site may switch before our cache expires: read the key again and,
             # if Vault holds a newer one, retry once with it. A refused request did nothing at the site.
+            # Only for refusals of the token itself: one person's unknown account must not cost a Vault read.
+            if not refused.extra.get("token_refused"):
+                raise
             self.secrets.invalidate(self.site)
             fresh = await self.secrets.site_credentials(self.site)
             if fresh.version == credentials.version:
@@ -140,7 +144,9 @@ class SlurmrestdConnector(Connector):
         if response.status_code == 404 and missing_ok:
             return {}
         if response.status_code in (401, 403):
-            raise SiteAuthFailed(f"{self.site}: the site refused the credentials for account {account}")
+            raise SiteAuthFailed(
+                f"{self.site}: the site refused the credentials for account {account}", token_refused=True
+            )
         try:
             body: dict[str, Any] = response.json()
         except ValueError as exc:
@@ -154,7 +160,8 @@ class SlurmrestdConnector(Connector):
                 # Slurm 22.05's answer when slurmctld refuses the token: a wrong key or an unknown account.
                 raise SiteAuthFailed(
                     f"{self.site}: the controller refused the token for account {account} "
-                    "(the account is unknown at the site, or the cluster key is wrong)"
+                    "(the account is unknown at the site, or the cluster key is wrong)",
+                    token_refused=True,
                 )
             default = SiteUnavailable if response.status_code >= 500 and not errors else SiteRejected
             raise classify(self.site, message, default=default)

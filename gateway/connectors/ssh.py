@@ -20,10 +20,10 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import asyncssh
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from gateway.clock import Clock
 from gateway.connectors.base import Connector, SiteJobRequest, SiteJobStatus, UsageRecord, output_file, stamp
@@ -34,9 +34,10 @@ from gateway.connectors.slurm_openapi import (
     explained,
     merge_statuses,
     needs_accounting,
+    supported_version,
     usage_records,
 )
-from gateway.errors import AntennaError, ConfigurationError, NotFound, SiteAuthFailed, SiteRejected, SiteUnavailable
+from gateway.errors import AntennaError, NotFound, SiteAuthFailed, SiteRejected, SiteUnavailable
 from gateway.secrets import SecretStore
 
 _ACCOUNT = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
@@ -61,16 +62,28 @@ def command_line(argv: Sequence[str]) -> str:
     return shlex.join(argv)
 
 
+def _public_key(text: str) -> str:
+    try:
+        asyncssh.import_public_key(text)
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise ValueError("not an OpenSSH public key") from exc
+    return text
+
+
 class SshOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     host: str = Field(description="the login node")
     port: int = Field(default=22, ge=1, le=65535)
     known_hosts: str | None = Field(default=None, description="a known_hosts file holding the login node's key")
-    host_keys: list[str] = Field(default_factory=list, description="the login node's public host keys")
+    host_keys: list[Annotated[str, AfterValidator(_public_key)]] = Field(
+        default_factory=list, description="the login node's public host keys"
+    )
     status_account: str = Field(description="the site account that lists every gateway job each cycle")
     home_template: str = Field(default="/home/{account}", description="the account's project space")
-    json_version: str = Field(default="v0.0.38", description="data parser of the site's squeue/sacct --json")
+    json_version: Annotated[str, AfterValidator(supported_version)] = Field(
+        default="v0.0.38", description="data parser of the site's squeue/sacct --json"
+    )
     accounting: bool = Field(default=True, description="settle from sacct (false: the site runs no slurmdbd)")
     key_type: Literal["ssh-ed25519", "ecdsa-sha2-nistp256"] = "ssh-ed25519"
     renew_before_seconds: int = Field(default=60, ge=5, description="log in anew this long before expiry")
@@ -115,11 +128,6 @@ class _Result:
 
 class SshConnector(Connector):
     def __init__(self, site: str, options: SshOptions, *, secrets: SecretStore, clock: Clock) -> None:
-        if options.json_version not in VERSIONS:
-            raise ConfigurationError(
-                f"sites.{site}.options.json_version: {options.json_version} is not supported "
-                f"(supported: {', '.join(VERSIONS)})"
-            )
         self.site = site
         self.options = options
         self.api: SlurmApi = VERSIONS[options.json_version]

@@ -85,6 +85,7 @@ class Forwarder:
         self._outcomes: list[Outcome] = []  # what deliveries found, written with the next transaction
         self._room = asyncio.Event()  # set whenever a delivery ends: there may be room for more
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.listener: outbox.OutboxListener | None = None  # while run_forever runs
 
     # --- claiming (database, short transactions) ---------------------------------------------------
 
@@ -355,13 +356,13 @@ class Forwarder:
         """Deliver continuously: new work is claimed as soon as a site has room, without waiting for slow sites."""
         self._loop = asyncio.get_running_loop()
         # Other replicas' submissions wake this one too (PostgreSQL); the poll below stays the safety net.
-        listener = outbox.OutboxListener(self.db.engine, self.wake)
+        self.listener = outbox.OutboxListener(self.db.engine, self.wake)
         if outbox.OutboxListener.applies_to(self.db.engine):
-            listener.start()
+            self.listener.start()
         try:
             await self._deliver_until(stop, grace_seconds)
         finally:
-            await asyncio.to_thread(listener.stop)
+            await asyncio.to_thread(self.listener.stop)
 
     async def _deliver_until(self, stop: asyncio.Event, grace_seconds: float) -> None:
         while not stop.is_set():

@@ -45,6 +45,8 @@ class OutboxListener:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.listening = threading.Event()  # set while a LISTEN is in place
+        self.backend_pid: int | None = None  # PostgreSQL's process for it, while it lasts
+        self._listened = False
 
     @classmethod
     def applies_to(cls, engine: Engine) -> bool:
@@ -60,18 +62,17 @@ class OutboxListener:
             self._thread.join(timeout=self.timeout + 5)
 
     def _run(self) -> None:
-        backoff = 1.0
+        failures = 0
         while not self._stop.is_set():
             try:
                 self._listen()
-                backoff = 1.0
             except (SQLAlchemyError, psycopg.Error, OSError) as exc:
                 self._failed(exc)
             except Exception:  # a bug: say so loudly and keep trying, rather than let the thread die unseen
                 self.listening.clear()
                 log.exception("outbox listener failed")
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, 30.0)
+            failures = 0 if self._listened else failures + 1
+            self._stop.wait(min(2.0**failures, 30.0))
 
     def _failed(self, exc: BaseException) -> None:
         self.listening.clear()
@@ -80,6 +81,8 @@ class OutboxListener:
         )
 
     def _listen(self) -> None:
+        self._listened = False
+        self.backend_pid = None
         raw = self.engine.raw_connection()
         conn = cast("psycopg.Connection[Any]", raw.driver_connection)
         raw.detach()  # never back into the pool: it stays in autocommit, listening
@@ -87,7 +90,10 @@ class OutboxListener:
             conn.rollback()  # the pool's pre-ping may have opened a transaction; autocommit needs none
             conn.autocommit = True
             conn.execute(f"LISTEN {CHANNEL}")
+            self.backend_pid = conn.info.backend_pid
             self.listening.set()
+            self._listened = True  # the backoff starts again from 1 s after this connection is lost
+            self.on_notify()  # whatever was queued while no connection listened
             while not self._stop.is_set():
                 for _ in conn.notifies(timeout=self.timeout):
                     self.on_notify()

@@ -44,18 +44,21 @@ async def delivered(api: Gateway, job: dict[str, Any]) -> dict[str, Any]:
     raise AssertionError(f"job {job['id']} was not delivered: the forwarder was not woken")
 
 
-async def listening(forwarder: Forwarder) -> None:
+async def listening(forwarder: Forwarder, *, not_pid: int | None = None) -> int:
+    """The backend pid of the forwarder's LISTEN connection once it listens (on a connection other than
+    ``not_pid``), checked in PostgreSQL's own view of its sessions."""
     for _ in range(200):
-        if _listener_connections(forwarder) == 1:
-            return
+        pid = forwarder.listener.backend_pid if forwarder.listener is not None else None
+        if pid is not None and pid != not_pid and _listens(forwarder, pid):
+            return pid
         await anyio.sleep(0.05)
     raise AssertionError("the forwarder never started listening")
 
 
-def _listener_connections(forwarder: Forwarder) -> int:
+def _listens(forwarder: Forwarder, pid: int) -> bool:
+    query = "SELECT query FROM pg_stat_activity WHERE pid = :pid"
     with forwarder.db.engine.connect() as conn:
-        query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN %'"
-        return int(conn.execute(text(query)).scalar_one())
+        return str(conn.execute(text(query), {"pid": pid}).scalar() or "").startswith("LISTEN")
 
 
 async def test_a_job_accepted_by_one_replica_wakes_the_forwarder_of_another(
@@ -81,14 +84,9 @@ async def test_the_listener_comes_back_after_its_connection_is_killed(
         running(worker.rt.forwarder),
     ):
         forwarder = worker.rt.forwarder
-        await listening(forwarder)
+        old = await listening(forwarder)
         with forwarder.db.engine.connect() as conn:  # what a database restart or failover does to it
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
-                )
-            )
-        await listening(forwarder)  # a new connection, listening again (after the 1 s backoff)
+            conn.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": old})  # waits until it is gone
+        await listening(forwarder, not_pid=old)  # a new connection, listening again (after the 1 s backoff)
         shown = await delivered(api, await api.submit(ALICE, script="#!/bin/bash\nsleep 5\n"))
         assert shown["state"] == "submitted"

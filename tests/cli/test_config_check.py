@@ -87,6 +87,18 @@ BROKEN = {
         site(options="{url: 'https://s.example', status_account: s, output_ssh: {host: '<login node>'}}"),
         "sites.lumi.options.output_ssh.host:",
     ),
+    "unsupported-slurmrestd-api-version": (
+        site(options="{url: 'https://s.example', status_account: s, api_version: v0.0.40}"),
+        "sites.lumi.options.api_version: v0.0.40 is not supported",
+    ),
+    "malformed-host-key": (
+        site(connector="ssh", options="{host: login.example, status_account: s, host_keys: ['ssh-ed25519 AAAA']}"),
+        "sites.lumi.options.host_keys.0: not an OpenSSH public key",
+    ),
+    "secret-in-a-list-under-a-secret-key": (
+        site(options="{url: 'https://s.example', status_account: s, private_keys: [s3cr3t-value]}"),
+        "sites.lumi.options.private_keys.0:",
+    ),
     "secret-in-nested-options": (
         site(options="{url: 'https://s.example', status_account: s, output_ssh: {private_key: s3cr3t-value}}"),
         "sites.lumi.options.output_ssh.private_key:",
@@ -167,3 +179,12 @@ def test_a_bad_override_is_refused_naming_the_key(tmp_path: Path, variable: str,
     code, output = check(path, env={variable: value})
     assert code != 0
     assert key in output, output
+
+
+def test_identifiers_that_read_like_secrets_are_not_placeholders(tmp_path: Path) -> None:
+    # Vault's default KV mount is `secret`; key_field names a field of the site's Vault secret.
+    path = tmp_path / "antenna.yaml"
+    options = "{url: 'https://slurm.example:6820', status_account: status, key_field: secret}"
+    path.write_text("vault: {kv_mount: secret}\n" + site(options=options))
+    code, output = check(path)
+    assert code == 0, output

@@ -23,10 +23,13 @@ from tests.stack.plugin import SlurmStack
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
-def connector(stack: SlurmStack, *, key: bytes | None = None, url: str | None = None) -> SlurmrestdConnector:
+def connector(
+    stack: SlurmStack, *, key: bytes | None = None, url: str | None = None, stored: str | None = None
+) -> SlurmrestdConnector:
+    """``stored`` is the key exactly as the secrets store holds it (default: the cluster key in base64)."""
     lumi = stack.cluster("lumi")
     secrets = FakeSecretStore()
-    secrets.put_site_credentials("lumi", {"jwt_key": base64.b64encode(key or lumi.jwt_key_bytes()).decode()})
+    secrets.put_site_credentials("lumi", {"jwt_key": stored or base64.b64encode(key or lumi.jwt_key_bytes()).decode()})
     options = SlurmrestdOptions(url=url or str(lumi.slurmrestd_url), status_account="alice")
     return SlurmrestdConnector("lumi", options, secrets=secrets, clock=SystemClock())
 
@@ -85,6 +88,21 @@ async def test_invalid_partition_is_an_invalid_job(slurm_stack: SlurmStack) -> N
     conn = connector(slurm_stack)
     with pytest.raises(SiteInvalidJob, match=r"(?i)partition"):
         await conn.submit(request(partition="nonexistent"))
+    await conn.aclose()
+
+
+async def test_a_key_stored_with_line_breaks_still_signs(slurm_stack: SlurmStack) -> None:
+    encoded = base64.encodebytes(slurm_stack.cluster("lumi").jwt_key_bytes()).decode()  # wrapped, newline-ended
+    conn = connector(slurm_stack, stored=encoded[:20] + "\n" + encoded[20:])
+    assert await conn.submit(request())
+    await conn.aclose()
+
+
+async def test_a_stored_key_that_is_not_base64_leaves_the_job_waiting_with_the_reason(slurm_stack: SlurmStack) -> None:
+    conn = connector(slurm_stack, stored="not base64 at all!")
+    with pytest.raises(SiteUnavailable, match="jwt_key is not base64") as info:
+        await conn.submit(request())
+    assert "not base64 at all" not in str(info.value)  # the stored value is never echoed
     await conn.aclose()
 
 
