@@ -61,29 +61,30 @@ def _listens(forwarder: Forwarder, pid: int) -> bool:
         return str(conn.execute(text(query), {"pid": pid}).scalar() or "").startswith("LISTEN")
 
 
+@asynccontextmanager
+async def two_replicas(tmp_path: Path, idp: LoopbackIdP, pg_url: str) -> AsyncIterator[tuple[Gateway, Forwarder]]:
+    """An API replica that runs no forwarder, and another replica's forwarder, running and listening."""
+    async with (
+        open_gateway(tmp_path / "api", idp, database_url=pg_url) as api,
+        open_gateway(tmp_path / "worker", idp, database_url=pg_url, seed=False, **HOURLY) as worker,
+        running(worker.rt.forwarder),
+    ):
+        yield api, worker.rt.forwarder
+
+
 async def test_a_job_accepted_by_one_replica_wakes_the_forwarder_of_another(
     tmp_path: Path, test_idp: LoopbackIdP, pg_url: str
 ) -> None:
-    async with (
-        open_gateway(tmp_path / "api", test_idp, database_url=pg_url) as api,
-        open_gateway(tmp_path / "worker", test_idp, database_url=pg_url, seed=False, **HOURLY) as worker,
-        running(worker.rt.forwarder),
-    ):
-        await listening(worker.rt.forwarder)
-        job = await api.submit(ALICE, script="#!/bin/bash\nsleep 5\n")  # the api replica runs no forwarder
-        shown = await delivered(api, job)
+    async with two_replicas(tmp_path, test_idp, pg_url) as (api, forwarder):
+        await listening(forwarder)
+        shown = await delivered(api, await api.submit(ALICE, script="#!/bin/bash\nsleep 5\n"))
         assert shown["state"] == "submitted"
 
 
 async def test_the_listener_comes_back_after_its_connection_is_killed(
     tmp_path: Path, test_idp: LoopbackIdP, pg_url: str
 ) -> None:
-    async with (
-        open_gateway(tmp_path / "api", test_idp, database_url=pg_url) as api,
-        open_gateway(tmp_path / "worker", test_idp, database_url=pg_url, seed=False, **HOURLY) as worker,
-        running(worker.rt.forwarder),
-    ):
-        forwarder = worker.rt.forwarder
+    async with two_replicas(tmp_path, test_idp, pg_url) as (api, forwarder):
         old = await listening(forwarder)
         with forwarder.db.engine.connect() as conn:  # what a database restart or failover does to it
             conn.execute(text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": old})  # waits until it is gone
