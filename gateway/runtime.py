@@ -72,6 +72,7 @@ class Runtime:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _limiter_warned_at: float = float("-inf")
     _limiter_down_until: float = float("-inf")
+    _reconciling: asyncio.Task[None] | None = None
 
     def rate_limit(self, kind: str, person: str, per_minute: int) -> None:
         item = RateLimitItemPerMinute(per_minute)
@@ -205,10 +206,14 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self.forwarder.run_forever(self._stop)))
             self._tasks.append(asyncio.create_task(self.sync.run_forever(self._stop)))
             if self.settings.reconciliation.enabled:
-                self._tasks.append(asyncio.create_task(self._reconcile_forever()))
+                self._reconciling = asyncio.create_task(self._reconcile_forever())
+                self._tasks.append(self._reconciling)
 
     async def aclose(self) -> None:
         self._stop.set()
+        if self._reconciling is not None:
+            # It only reads: cut a run short rather than let a slow site outlast the shutdown grace period.
+            self._reconciling.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for connector in self.connectors.values():
             await connector.aclose()
