@@ -95,7 +95,7 @@ class Runtime:
                     extra={"error": type(exc.storage_error).__name__, "retry_in_seconds": LIMITER_RETRY_SECONDS},
                 )
             return
-        retry = max(1, int(reset - self.clock.now().timestamp()) + 1)
+        retry = max(1, int(reset - now) + 1)
         raise RateLimited(f"too many {kind}: at most {per_minute} a minute", retry_after=retry)
 
     def log_refusal(self, reason: str, detail: str) -> None:

@@ -59,11 +59,16 @@ OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
 
 def _options(model: type[OptionsT], ctx: ConnectorContext) -> OptionsT:
+    return _parsed_options(model, ctx.name, ctx.site)
+
+
+def _parsed_options(model: type[OptionsT], name: str, site: SiteSettings) -> OptionsT:
+    """A site's ``options`` as its connector reads them; ConfigurationError names every offending key."""
     try:
-        return model(**ctx.site.options)
+        return model(**site.options)
     except ValidationError as exc:
         raise ConfigurationError(
-            "\n".join(f"sites.{ctx.name}.options.{line}" for line in format_validation_error(exc).splitlines())
+            "\n".join(f"sites.{name}.options.{line}" for line in format_validation_error(exc).splitlines())
         ) from exc
 
 
@@ -96,9 +101,9 @@ def check_sites(settings: Settings) -> None:
         if model is None:
             continue
         try:
-            model(**site.options)
-        except ValidationError as exc:
-            problems.extend(f"sites.{name}.options.{line}" for line in format_validation_error(exc).splitlines())
+            _parsed_options(model, name, site)
+        except ConfigurationError as exc:
+            problems.extend(exc.detail.splitlines())
     if problems:
         raise ConfigurationError("\n".join(problems))
 

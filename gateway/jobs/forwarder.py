@@ -356,13 +356,14 @@ class Forwarder:
         """Deliver continuously: new work is claimed as soon as a site has room, without waiting for slow sites."""
         self._loop = asyncio.get_running_loop()
         # Other replicas' submissions wake this one too (PostgreSQL); the poll below stays the safety net.
-        self.listener = outbox.OutboxListener(self.db.engine, self.wake)
         if outbox.OutboxListener.applies_to(self.db.engine):
+            self.listener = outbox.OutboxListener(self.db.engine, self.wake)
             self.listener.start()
         try:
             await self._deliver_until(stop, grace_seconds)
         finally:
-            await asyncio.to_thread(self.listener.stop)
+            if self.listener is not None:
+                await asyncio.to_thread(self.listener.stop)
 
     async def _deliver_until(self, stop: asyncio.Event, grace_seconds: float) -> None:
         while not stop.is_set():

@@ -44,12 +44,10 @@ class OutboxListener:
         self.timeout = timeout
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.listening = threading.Event()  # set while a LISTEN is in place
-        self.backend_pid: int | None = None  # PostgreSQL's process for it, while it lasts
-        self._listened = False
+        self.backend_pid: int | None = None  # PostgreSQL's process of the last connection that listened
 
-    @classmethod
-    def applies_to(cls, engine: Engine) -> bool:
+    @staticmethod
+    def applies_to(engine: Engine) -> bool:
         return engine.dialect.name == "postgresql"
 
     def start(self) -> None:
@@ -67,21 +65,17 @@ class OutboxListener:
             try:
                 self._listen()
             except (SQLAlchemyError, psycopg.Error, OSError) as exc:
-                self._failed(exc)
+                log.warning(
+                    "outbox listener lost its connection; forwarders poll meanwhile",
+                    extra={"error": type(exc).__name__},
+                )
             except Exception:  # a bug: say so loudly and keep trying, rather than let the thread die unseen
-                self.listening.clear()
                 log.exception("outbox listener failed")
-            failures = 0 if self._listened else failures + 1
+            # A connection that listened resets the backoff: it starts again from 1 s.
+            failures = 0 if self.backend_pid is not None else failures + 1
             self._stop.wait(min(2.0**failures, 30.0))
 
-    def _failed(self, exc: BaseException) -> None:
-        self.listening.clear()
-        log.warning(
-            "outbox listener lost its connection; forwarders poll meanwhile", extra={"error": type(exc).__name__}
-        )
-
     def _listen(self) -> None:
-        self._listened = False
         self.backend_pid = None
         raw = self.engine.raw_connection()
         conn = cast("psycopg.Connection[Any]", raw.driver_connection)
@@ -91,12 +85,9 @@ class OutboxListener:
             conn.autocommit = True
             conn.execute(f"LISTEN {CHANNEL}")
             self.backend_pid = conn.info.backend_pid
-            self.listening.set()
-            self._listened = True  # the backoff starts again from 1 s after this connection is lost
             self.on_notify()  # whatever was queued while no connection listened
             while not self._stop.is_set():
                 for _ in conn.notifies(timeout=self.timeout):
                     self.on_notify()
         finally:
-            self.listening.clear()
             raw.close()
