@@ -12,7 +12,9 @@ from gateway.identity import Principal, refusal_reason
 from gateway.runtime import Runtime
 
 
-def runtime(request: Request) -> Runtime:
+async def runtime(request: Request) -> Runtime:
+    # async although it awaits nothing: FastAPI runs a plain ``def`` dependency in its thread pool, a hop
+    # (and a GIL hand-over) per request for one attribute read.
     rt: Runtime = request.app.state.runtime
     return rt
 

@@ -887,6 +887,15 @@ def reservation_of(session: Session, job_id: str) -> Settlement | None:
     return None if res is None else _settlement(res, replayed=False)
 
 
+def reservations_of(session: Session, job_ids: Sequence[str]) -> dict[str, Settlement]:
+    """The reservations of many jobs in one statement (a page of jobs), by job id."""
+    if not job_ids:
+        return {}
+    columns = _settle_statements().find.selected_columns
+    rows = session.execute(select(*columns).where(Reservation.job_id.in_(list(job_ids))))
+    return {row.job_id: _settlement(row, replayed=False) for row in rows}
+
+
 # --- reading --------------------------------------------------------------------------------------
 
 _BALANCE_FILTERS = {

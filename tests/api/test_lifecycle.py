@@ -61,6 +61,8 @@ async def test_a_job_runs_and_is_charged_for_what_it_used(
     async with open_gateway(tmp_path, test_idp, database_url=database_url) as gw:
         script = '#!/bin/bash\necho "hello from $SLURM_JOB_ID"\nsleep 1.2\necho bye >&2\n'
         job = await gw.submit(ALICE, script=script, time_limit=10)
+        # The answer is built from what the submission wrote, not read back: it must be what GET shows.
+        assert job == await gw.job(job["id"], ALICE)
         done = await gw.drive_until(job["id"], {"completed"})
         assert in_order(states(done), "completed"), states(done)
         assert done["exit_code"] == 0
@@ -81,6 +83,10 @@ async def test_a_job_runs_and_is_charged_for_what_it_used(
         assert err.text == "bye\n"
         usage = (await gw.client.get("/v1/projects/demo/usage", headers=gw.auth(ALICE))).json()
         assert [(line["job_id"], line["amount"]) for line in usage["lines"]] == [(job["id"], done["charged"])]
+        # A listing reads every job's reservation in one statement; the charge must still be each job's own.
+        waiting = await gw.submit(ALICE, script=script, time_limit=10)
+        listed = (await gw.client.get("/v1/jobs", headers=gw.auth(ALICE))).json()["jobs"]
+        assert {j["id"]: j["charged"] for j in listed} == {job["id"]: done["charged"], waiting["id"]: None}
 
 
 async def test_a_failing_job_ends_failed_and_is_charged(gw: Gateway) -> None:

@@ -5,7 +5,8 @@ Not a test (pytest does not collect ``bench_*.py``); run it by hand, with the st
 
     uv run python tests/bench/bench_submit_costs.py [--calls 300]
 
-It prints one line per piece: CPU time of this process per call, and wall time per call.
+It prints one line per piece: CPU time of this process per call, and wall time per call; and first the SQL
+statements one submission sends to PostgreSQL (each a round trip).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import event
 
 from gateway.jobs.spec import JobSpec
 from tests.bench.bench_forwarding import SCRIPT
@@ -69,7 +72,18 @@ async def run(calls: int) -> list[str]:
                 # Warm caches (compiled SQL, the key set, the pool) before measuring.
                 for _ in range(20):
                     await gw.client.post("/v1/jobs", json=body, headers=headers)
+                sent: list[str] = []
+
+                def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+                    sent.append(" ".join(statement.split()[:3]))
+
+                event.listen(gw.rt.db.engine, "before_cursor_execute", record)
+                gw.rt.jobs.submit(principal, spec, idempotency_key=None)
+                event.remove(gw.rt.db.engine, "before_cursor_execute", record)
                 return [
+                    f"statements one JobService.submit sends, besides the pool's pre-ping and the COMMIT: "
+                    f"{len(sent)} ({'; '.join(sent)})",
+                    "",
                     "| piece | CPU ms per call | wall ms per call |",
                     "|---|---:|---:|",
                     await timed("bench client: mint an RS256 token (IdP work)", calls, lambda: gw.auth(ALICE)),
