@@ -110,7 +110,7 @@ class JobService:
                 if replay is not None:
                     return replay
             # One round trip for the three facts the submission needs (each a scalar subquery).
-            facts = session.execute(
+            site_account, active, project_account = session.execute(
                 select(
                     select(SiteAccount.account)
                     .where(SiteAccount.person == principal.person, SiteAccount.site == spec.site)
@@ -124,7 +124,6 @@ class JobService:
                     .scalar_subquery(),
                 )
             ).one()
-            site_account, active, project_account = facts
             if site_account is None:
                 raise Forbidden(
                     f"you have no account mapped at {spec.site}; ask an operator to map yours", site=spec.site
