@@ -116,7 +116,7 @@ class Metrics:
         )
         self.reconciliation_difference = Gauge(
             "antenna_reconciliation_difference",
-            "Site accounting minus ledger charges, last reconciliation",
+            "Site accounting minus ledger charges, last scheduled reconciliation (run by one replica, shown by all)",
             ["project", "site", "unit"],
             registry=r,
         )

@@ -8,7 +8,7 @@ from gateway.jobs.models import (
     ProjectSite,
     SiteAccount,
 )
-from gateway.ledger.models import LedgerAccount, LedgerEntry, Reservation
+from gateway.ledger.models import LedgerAccount, LedgerEntry, ReconciliationRun, Reservation
 
 __all__ = [
     "IdempotencyRecord",
@@ -18,6 +18,7 @@ __all__ = [
     "LedgerEntry",
     "OutboxEntry",
     "ProjectSite",
+    "ReconciliationRun",
     "Reservation",
     "SiteAccount",
 ]

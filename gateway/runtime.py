@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,7 @@ from gateway.jobs.forwarder import Forwarder
 from gateway.jobs.models import Job, OutboxEntry, ProjectSite
 from gateway.jobs.service import JobService
 from gateway.jobs.sync import StatusSync
+from gateway.ledger import runs
 from gateway.ledger.models import AccountKind, LedgerAccount
 from gateway.ledger.reconcile import Reconciliation, reconcile_session
 from gateway.metrics import LedgerFigures, Metrics, Snapshot
@@ -73,6 +75,8 @@ class Runtime:
     _limiter_warned_at: float = float("-inf")
     _limiter_down_until: float = float("-inf")
     _reconciling: asyncio.Task[None] | None = None
+    _exported_reconciliation: set[tuple[str, str, str]] = field(default_factory=set)
+    replica: str = field(default_factory=lambda: f"replica-{uuid.uuid4().hex[:12]}")  # leases' owner
 
     def rate_limit(self, kind: str, person: str, per_minute: int) -> None:
         item = RateLimitItemPerMinute(per_minute)
@@ -151,7 +155,10 @@ class Runtime:
         return self.db.run(read)
 
     async def reconcile(self, site: str, *, start: datetime, end: datetime) -> Reconciliation:
-        """Compare the ledger with ``site``'s accounting for ``[start, end)``; report by metric and log."""
+        """Compare the ledger with ``site``'s accounting for ``[start, end)`` and log what was found.
+
+        Reads only: the schedule (``reconcile_due``) records the result for the metric; an operator's run
+        over another window (``antenna admin reconcile``) does not replace it."""
         records = await self.connectors[site].usage(start=start, end=end)
         partitions = self.settings.sites[site].partitions
 
@@ -170,36 +177,75 @@ class Runtime:
             )
 
         result = await asyncio.to_thread(self.db.run, compare)
-        for total in result.totals:
-            self.metrics.reconciliation_difference.labels(total.project, total.site, total.unit).set(float(total.delta))
         level = logging.INFO if result.ok else logging.WARNING
         log.log(level, "reconciliation", extra={"site": site, "summary": result.summary()})
         return result
 
-    async def reconcile_all(self) -> dict[str, Reconciliation]:
-        """One reconciliation of every site over the configured window; a site that cannot answer is logged
-        and skipped (its gauge keeps the last value, and the next run tries again)."""
+    async def reconcile_due(self) -> dict[str, Reconciliation]:
+        """Reconcile each site whose last run, by any replica, is an interval old, over the configured window;
+        then export every site's last recorded totals. A site that cannot answer is logged, and tried again
+        at the next tick of any replica."""
         cfg = self.settings.reconciliation
-        end = self.clock.now() - timedelta(minutes=cfg.settle_lag_minutes)
+        now = self.clock.now()
+        end = now - timedelta(minutes=cfg.settle_lag_minutes)
         start = end - timedelta(hours=cfg.window_hours)
+        interval = timedelta(seconds=cfg.interval_seconds)
         results: dict[str, Reconciliation] = {}
         for site in self.connectors:
+
+            def take(session: Session, site: str = site) -> bool:
+                # The lease outlasts any sane run; a replica that died mid-run is replaced when it expires.
+                lease = interval / 2
+                return runs.claim(session, site=site, owner=self.replica, now=now, interval=interval, lease=lease)
+
+            def give_back(session: Session, site: str = site) -> None:
+                runs.release(session, site=site, owner=self.replica)
+
+            if not await asyncio.to_thread(self.db.run, take):
+                continue
             try:
-                results[site] = await self.reconcile(site, start=start, end=end)
+                result = await self.reconcile(site, start=start, end=end)
             except (AntennaError, OSError, TimeoutError) as exc:
                 detail = exc.detail if isinstance(exc, AntennaError) else f"{type(exc).__name__}: {exc}"
                 log.warning("reconciliation failed", extra={"site": site, "error": detail})
+                await asyncio.to_thread(self.db.run, give_back)
+                continue
+            except asyncio.CancelledError:  # shutdown: let another replica run it now, not after the lease
+                with contextlib.suppress(AntennaError):
+                    self.db.run(give_back)
+                raise
+            results[site] = result
+
+            def record(session: Session, result: Reconciliation = result) -> bool:
+                return runs.finish(session, site=result.site, owner=self.replica, began=now, totals=result.totals)
+
+            if not await asyncio.to_thread(self.db.run, record):
+                log.warning("reconciliation outlasted its lease; another replica's result stands", extra={"site": site})
+        self._export_reconciliation(await asyncio.to_thread(self.db.run, runs.latest))
         return results
 
+    def _export_reconciliation(self, totals: list[runs.SiteTotal]) -> None:
+        """Set the gauge to the recorded totals, and drop series no run reports any more (a project whose
+        allocation ended must not go on alerting)."""
+        gauge = self.metrics.reconciliation_difference
+        current = {(t.project, t.site, t.unit): t.delta for t in totals}
+        for labels in self._exported_reconciliation - current.keys():
+            gauge.remove(*labels)
+        for labels, delta in current.items():
+            gauge.labels(*labels).set(float(delta))
+        self._exported_reconciliation = set(current)
+
     async def _reconcile_forever(self) -> None:
-        # At once, then every interval: after a restart the gauge (and its alert) must not wait an hour.
+        # At once, then every quarter interval: the run itself happens once an interval across replicas
+        # (reconcile_due), but a replica that starts, or whose peer that ran it stopped, must not wait long.
+        tick = self.settings.reconciliation.interval_seconds / 4
         while not self._stop.is_set():
             try:
-                await self.reconcile_all()
+                await self.reconcile_due()
             except Exception:  # a bug or a database failover: say so, keep the schedule (the gauge's alert needs it)
                 log.exception("reconciliation run failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.reconciliation.interval_seconds)
+                await asyncio.wait_for(self._stop.wait(), timeout=tick)
 
     async def start_background(self) -> None:
         if self.settings.forwarder.enabled:

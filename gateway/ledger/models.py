@@ -15,6 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CheckConstraint,
     Index,
@@ -136,3 +137,18 @@ class Reservation(Base):
         CheckConstraint("charged >= 0 AND charged <= amount AND overrun >= 0", name="charge_within"),
         Index("ix_ledger_reservations_pending", "account_id", "state"),
     )
+
+
+class ReconciliationRun(Base):
+    """The last reconciliation of a site, whichever replica ran it: a lease so that one replica runs each
+    round, and its totals so that every replica exports the same, current figures."""
+
+    __tablename__ = "reconciliation_runs"
+
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # when the last finished run began: the next is due an interval later (its duration does not shift it)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # [{"project", "unit", "delta"}]: site accounting minus ledger, per project and unit (delta as a string)
+    totals: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
