@@ -678,6 +678,18 @@ def mariadb_sql(sql: str) -> str:
     return proc.stdout
 
 
+def refuse_foreign_daemons(layout: Layout) -> None:
+    """Stop before touching anything if another stack (another checkout, same port base) serves these ports:
+    this one would otherwise take the accounting databases from under that stack's running slurmdbd."""
+    for daemon in all_daemons(layout):
+        if daemon.port is not None and daemon.pid() is None and port_open(daemon.port):
+            raise StackError(
+                f"port {daemon.port} ({daemon.name}) is served by a process this stack did not start, probably "
+                "another checkout's stack: run `tests/stack/stack down` there, or give this one its own "
+                "ANTENNA_STACK_PORT_BASE"
+            )
+
+
 def ensure_database(layout: Layout) -> str:
     password = secrets.token_hex(16)
     if DB_SECRET.exists():
@@ -1089,6 +1101,7 @@ def up(lease_pid: int | None = None) -> None:
     with locked():
         was_complete = all(d.pid() is not None for d in all_daemons(layout))
         check_reachable_by_others()
+        refuse_foreign_daemons(layout)
         ensure_dirs(layout)
         ensure_people(layout)
         ensure_secret_file(MUNGE_KEY, 1024)
