@@ -159,13 +159,19 @@ class Runtime:
 
         Reads only: the schedule (``reconcile_due``) records the result for the metric; an operator's run
         over another window (``antenna admin reconcile``) does not replace it."""
-        records = await self.connectors[site].usage(start=start, end=end)
         partitions = self.settings.sites[site].partitions
 
-        def compare(session: Session) -> Reconciliation:
-            accounts = {row.project_account: row.project for row in session.scalars(select(ProjectSite))}
+        def project_accounts(session: Session) -> dict[str, str]:
+            """The site's Slurm accounts of the projects with an allocation there (by default the project's
+            name), to their project."""
+            mapped = session.scalars(select(ProjectSite).where(ProjectSite.site == site))
             projects = session.scalars(select(LedgerAccount.project).where(LedgerAccount.site == site)).all()
-            by_account = {p: p for p in projects if p} | accounts
+            return {p: p for p in projects if p} | {row.project_account: row.project for row in mapped}
+
+        by_account = await asyncio.to_thread(self.db.run, project_accounts)
+        records = await self.connectors[site].usage(start=start, end=end, accounts=sorted(by_account))
+
+        def compare(session: Session) -> Reconciliation:
             return reconcile_session(
                 session,
                 site=site,

@@ -115,8 +115,10 @@ class Connector(ABC):
         """The ``stdout`` or ``stderr`` of the gateway's ``job_id`` (``site_job_id`` at the site) as text."""
 
     @abstractmethod
-    async def usage(self, *, start: datetime, end: datetime) -> Sequence[UsageRecord]:
-        """Finished jobs in ``[start, end)`` from the site's accounting."""
+    async def usage(self, *, start: datetime, end: datetime, accounts: Sequence[str]) -> Sequence[UsageRecord]:
+        """Finished jobs in ``[start, end)`` from the site's accounting, charged to one of ``accounts`` (the
+        projects' Slurm accounts): the site's other projects are none of the gateway's business, and asking
+        for them would cost the site's accounting database far more."""
 
     @abstractmethod
     async def health(self) -> None:

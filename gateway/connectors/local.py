@@ -221,10 +221,12 @@ class LocalConnector(Connector):
         path = self._dir(site_job_id) / stream
         return path.read_text(errors="replace") if path.exists() else ""
 
-    async def usage(self, *, start: datetime, end: datetime) -> Sequence[UsageRecord]:
+    async def usage(self, *, start: datetime, end: datetime, accounts: Sequence[str]) -> Sequence[UsageRecord]:
         self._check_available()
         out = []
         for record in self._records.values():
+            if record.project_account not in accounts:
+                continue
             status = self._status(record)
             if status.ended_at is None or not (start <= status.ended_at < end) or status.allocated is None:
                 continue

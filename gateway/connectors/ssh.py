@@ -394,7 +394,9 @@ class SshConnector(Connector):
             raise NotFound(f"job {site_job_id} has no {stream} at {self.site} (yet)")
         raise classify(self.site, result.stderr.strip() or "tail failed", default=SiteUnavailable)
 
-    async def usage(self, *, start: datetime, end: datetime) -> Sequence[UsageRecord]:
+    async def usage(self, *, start: datetime, end: datetime, accounts: Sequence[str]) -> Sequence[UsageRecord]:
+        if not accounts:
+            return []
         now = self._now()
         # Relative times: the login node reads absolute ones in its own time zone.
         since = max(0, int(now - start.timestamp()) + 60)
@@ -404,7 +406,8 @@ class SshConnector(Connector):
             [
                 "sacct",
                 "--json",
-                "--allusers",
+                "--allusers",  # every member's jobs, in the projects' accounts only
+                f"--accounts={','.join(accounts)}",
                 f"--starttime=now-{since}seconds",
                 f"--endtime=now-{until}seconds" if until else "--endtime=now",
                 f"--state={_FINAL_STATES}",
