@@ -347,13 +347,14 @@ def build_runtime(
         settings, secrets=secrets, data_dir=data_dir, clock=clock, factories=connector_factories
     )
     health = SiteHealth(clock)
-    jobs = JobService(db=db, settings=settings, clock=clock)
     metrics.watch_sites(health.is_up, settings.sites)
     if vault is not None:
         metrics.watch_vault(vault.metrics)
     forwarder = Forwarder(
         db=db, connectors=connectors, health=health, settings=settings.forwarder, clock=clock, metrics=metrics
     )
+    # The API's routes wake this process's forwarder themselves: its notifications need not wake it again.
+    jobs = JobService(db=db, settings=settings, clock=clock, origin=forwarder.worker)
     sync = StatusSync(db=db, connectors=connectors, health=health, settings=settings, clock=clock, metrics=metrics)
     limiter = _limiter(settings.limits)
     runtime = Runtime(

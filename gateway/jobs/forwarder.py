@@ -15,7 +15,6 @@ long outage queues jobs instead of using up their attempts, and the held-back wo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import uuid
@@ -84,6 +83,11 @@ class Forwarder:
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: list[Outcome] = []  # what deliveries found, written with the next transaction
         self._room = asyncio.Event()  # set whenever a delivery ends: there may be room for more
+        # Anything that may have made entries due (a wake, a notification, a poll's timeout) counts a signal.
+        # When a claim came back short for every site, nothing more is due until the next signal: a
+        # delivery's end then records its outcome without looking for work again (see _cycle).
+        self._signals = 0
+        self._quiet_at: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.listener: outbox.OutboxListener | None = None  # while run_forever runs
 
@@ -161,6 +165,7 @@ class Forwarder:
             outbox.queue(
                 session, OutboxEntry(job_id=job.id, site=job.site, action="cancel", available_at=now, created_at=now)
             )
+            self._signals += 1  # new work: the next cycle looks for it, even if this one found nothing more
             session.add(
                 JobEvent(job_id=job.id, state=job.state, at=now, detail=f"site job {site_job_id} cancelled at the site")
             )
@@ -238,18 +243,33 @@ class Forwarder:
         """Write the outcomes so far, claim what there is room for, start delivering it; the tasks started."""
         before = set(self._tasks)
         outcomes, self._outcomes = self._outcomes, []
+        seen = self._signals  # before the transaction: a signal arriving during it is not lost
         capacity = self._capacity()
-        if outcomes or any(capacity.values()):
+        looking = seen != self._quiet_at and any(capacity.values())
+        if outcomes or looking:
+            wanted = capacity if looking else None
             try:
-                claims = await asyncio.to_thread(self.db.run, lambda s: self._write(s, outcomes, capacity))
+                claims = await asyncio.to_thread(self.db.run, lambda s: self._write(s, outcomes, wanted))
             except Exception:
                 if not outcomes:
                     raise
                 await self._write_one_by_one(outcomes)  # one bad outcome must not hold up the others
-                claims = await asyncio.to_thread(self.db.run, lambda s: self._claim(s, capacity))
+                claims = await asyncio.to_thread(self.db.run, lambda s: self._claim(s, wanted)) if wanted else []
+            if looking and self._found_all_due(capacity, claims):
+                self._quiet_at = seen
             for claim in claims:
                 self._spawn(claim.site, self._deliver(claim))
         return [t for t in self._tasks if t not in before]
+
+    def _found_all_due(self, capacity: Mapping[str, int], claims: list[Claim]) -> bool:
+        """Whether a claim took everything due: every site was asked (none skipped for its circuit or a full
+        house) and came back with less than it asked for."""
+        taken = Counter(c.site if c.site in self.connectors else None for c in claims)
+        return (
+            all(capacity.get(site, 0) > 0 for site in self.connectors)
+            and all(taken[site] < limit for site, limit in capacity.items())
+            and taken[None] < self.settings.batch_size
+        )
 
     async def _write_one_by_one(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
@@ -268,6 +288,7 @@ class Forwarder:
 
     async def run_once(self) -> int:
         """One round: claim, deliver, wait for those deliveries and record them. Returns the entries claimed."""
+        self._signals += 1  # always look: a round is asked for because there may be work
         started = await self._cycle()
         await asyncio.gather(*started, return_exceptions=True)
         await self._flush()
@@ -350,14 +371,18 @@ class Forwarder:
         once instead of at the next poll. Other replicas still find it within ``poll_seconds``."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._room.set)
+            loop.call_soon_threadsafe(self._signal)
+
+    def _signal(self) -> None:
+        self._signals += 1
+        self._room.set()
 
     async def run_forever(self, stop: asyncio.Event, *, grace_seconds: float = 10.0) -> None:
         """Deliver continuously: new work is claimed as soon as a site has room, without waiting for slow sites."""
         self._loop = asyncio.get_running_loop()
         # Other replicas' submissions wake this one too (PostgreSQL); the poll below stays the safety net.
         if outbox.OutboxListener.applies_to(self.db.engine):
-            self.listener = outbox.OutboxListener(self.db.engine, self.wake)
+            self.listener = outbox.OutboxListener(self.db.engine, lambda _origin: self.wake(), origin=self.worker)
             self.listener.start()
         try:
             await self._deliver_until(stop, grace_seconds)
@@ -374,8 +399,9 @@ class Forwarder:
                 log.warning("forwarder cycle failed", extra={"error": exc.detail})
             # Until a delivery ends, new work is woken in, or the poll interval passes.
             waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._room.wait())]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait(waits, timeout=self.settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waits, timeout=self.settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+            if not done:  # the poll: entries whose backoff or another worker's lease ran out meanwhile
+                self._signals += 1
             for waiter in waits:
                 waiter.cancel()
         if self._tasks:  # let deliveries in flight finish; the lease covers any cut short

@@ -2,8 +2,10 @@
 
 The outbox is the truth and polling stays the safety net (a lost notification only costs one poll interval);
 the notification only saves that wait. ``NOTIFY`` is transactional: it is delivered when the entry's
-transaction commits and never for one rolled back. SQLite has no such thing, and needs none: an embedded
-gateway is one process, woken by its own submit route.
+transaction commits and never for one rolled back. Its payload names the process that queued the entry
+(``origin``): that process wakes its own forwarder directly once it commits, so its listener skips its own
+notifications, which would only send the forwarder looking again for what it has just claimed. SQLite has
+no such thing, and needs none: an embedded gateway is one process, woken by its own submit route.
 """
 
 from __future__ import annotations
@@ -24,23 +26,28 @@ log = logging.getLogger("antenna.forwarder")
 CHANNEL = "antenna_outbox"
 
 
-def queue(session: Session, entry: OutboxEntry) -> None:
-    """Add ``entry`` to the outbox and, on PostgreSQL, tell every listening forwarder once this commits."""
+def queue(session: Session, entry: OutboxEntry, *, origin: str = "") -> None:
+    """Add ``entry`` to the outbox and, on PostgreSQL, tell every listening forwarder once this commits
+    (every one but ``origin``'s, which its caller wakes itself)."""
     session.add(entry)
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_notify(CHANNEL, entry.site)))
+        session.execute(select(func.pg_notify(CHANNEL, origin)))
 
 
 class OutboxListener:
-    """A thread holding one connection in ``LISTEN``, calling ``on_notify`` (thread-safe) for each entry.
+    """A thread holding one connection in ``LISTEN``, calling ``on_notify`` (thread-safe) for each entry queued
+    by another process, with that process's origin ("" after reconnecting: whatever came meanwhile).
 
     The connection is taken out of the engine's pool for good (it must stay in autocommit and keep
     listening); after an error it is dropped and a new one is asked from the engine, with backoff.
     """
 
-    def __init__(self, engine: Engine, on_notify: Callable[[], None], *, timeout: float = 1.0) -> None:
+    def __init__(
+        self, engine: Engine, on_notify: Callable[[str], None], *, origin: str = "", timeout: float = 1.0
+    ) -> None:
         self.engine = engine
         self.on_notify = on_notify
+        self.origin = origin  # notifications with this payload come from this process: not called for them
         self.timeout = timeout
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -85,9 +92,10 @@ class OutboxListener:
             conn.autocommit = True
             conn.execute(f"LISTEN {CHANNEL}")
             self.backend_pid = conn.info.backend_pid
-            self.on_notify()  # whatever was queued while no connection listened
+            self.on_notify("")  # whatever was queued while no connection listened
             while not self._stop.is_set():
-                for _ in conn.notifies(timeout=self.timeout):
-                    self.on_notify()
+                for notification in conn.notifies(timeout=self.timeout):
+                    if not self.origin or notification.payload != self.origin:
+                        self.on_notify(notification.payload)
         finally:
             raw.close()

@@ -91,10 +91,11 @@ def request_hash(spec: JobSpec) -> str:
 
 
 class JobService:
-    def __init__(self, *, db: Database, settings: Settings, clock: Clock) -> None:
+    def __init__(self, *, db: Database, settings: Settings, clock: Clock, origin: str = "") -> None:
         self.db = db
         self.settings = settings
         self.clock = clock
+        self.origin = origin  # names this process in outbox notifications (see gateway.jobs.outbox)
 
     # --- submit ---------------------------------------------------------------------------------
 
@@ -174,6 +175,7 @@ class JobService:
                 job,
                 JobEvent(job_id=job_id, state=JobState.ACCEPTED.value, at=now, detail="reserved"),
                 OutboxEntry(job_id=job_id, site=spec.site, action="submit", available_at=now, created_at=now),
+                self.origin,
             )
             if idempotency_key is not None:
                 session.add(
@@ -306,6 +308,7 @@ class JobService:
                 outbox.queue(
                     session,
                     OutboxEntry(job_id=job_id, site=job.site, action="cancel", available_at=now, created_at=now),
+                    origin=self.origin,
                 )
                 session.add(
                     JobEvent(job_id=job_id, state=job.state, at=now, detail=f"cancel requested by {principal.person}")
@@ -421,13 +424,13 @@ class JobService:
             raise NotFound(f"no project {project}")
 
 
-def _add_new_job(session: Session, job: Job, event: JobEvent, entry: OutboxEntry) -> None:
+def _add_new_job(session: Session, job: Job, event: JobEvent, entry: OutboxEntry, origin: str) -> None:
     """Write a new job, its first event and its outbox entry, and wake the forwarders once it commits."""
     if session.get_bind().dialect.name != "postgresql":
         session.add(job)
         session.flush()  # the job's row before the rows that refer to it
         session.add(event)
-        outbox.queue(session, entry)
+        outbox.queue(session, entry, origin=origin)
         return
     # One round trip instead of four: the three INSERTs as data-modifying CTEs of the NOTIFY's SELECT.
     # PostgreSQL checks the foreign keys at the end of the statement, when the job's row exists.
@@ -435,7 +438,7 @@ def _add_new_job(session: Session, job: Job, event: JobEvent, entry: OutboxEntry
         insert(Base.metadata.tables[row.__tablename__]).values(_column_values(row)).cte(f"new_{row.__tablename__}")
         for row in (job, event, entry)
     ]
-    session.execute(select(func.pg_notify(outbox.CHANNEL, entry.site)).add_cte(*inserts))
+    session.execute(select(func.pg_notify(outbox.CHANNEL, origin)).add_cte(*inserts))
 
 
 def _column_values(row: Base) -> dict[str, object]:

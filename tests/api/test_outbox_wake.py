@@ -16,7 +16,9 @@ import anyio
 import pytest
 from sqlalchemy import text
 
+from gateway.db import make_engine
 from gateway.jobs.forwarder import Forwarder
+from gateway.jobs.outbox import CHANNEL, OutboxListener
 from tests.api.harness import ALICE, Gateway, open_gateway
 from tests.support.idp import LoopbackIdP
 
@@ -91,3 +93,28 @@ async def test_the_listener_comes_back_after_its_connection_is_killed(
         await listening(forwarder, not_pid=old)  # a new connection, listening again (after the 1 s backoff)
         shown = await delivered(api, await api.submit(ALICE, script="#!/bin/bash\nsleep 5\n"))
         assert shown["state"] == "submitted"
+
+
+async def test_a_listener_skips_the_notifications_of_its_own_process(pg_url: str) -> None:
+    """Its own process wakes its forwarder directly when it commits; its notifications would only send the
+    forwarder looking again for what it has just claimed."""
+    engine = make_engine(pg_url)
+    heard: list[str] = []
+    listener = OutboxListener(engine, heard.append, origin="fwd-this-process")
+    listener.start()
+    try:
+        for _ in range(200):  # bounded: until it listens (it then calls once, for whatever came before)
+            if heard:
+                break
+            await anyio.sleep(0.05)
+        with engine.begin() as conn:  # one session: PostgreSQL delivers its notifications in this order
+            for origin in ("fwd-this-process", "fwd-another-replica", "fwd-this-process", "end-of-test"):
+                conn.execute(text("SELECT pg_notify(:channel, :origin)"), {"channel": CHANNEL, "origin": origin})
+        for _ in range(200):
+            if "end-of-test" in heard:
+                break
+            await anyio.sleep(0.05)
+        assert heard == ["", "fwd-another-replica", "end-of-test"]
+    finally:
+        await asyncio.to_thread(listener.stop)
+        engine.dispose()

@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, update
 
+from gateway.identity import Principal
+from gateway.jobs.forwarder import Claim
+from gateway.jobs.models import OutboxEntry
 from gateway.jobs.spec import JobSpec
 from tests.bench.bench_forwarding import SCRIPT
-from tests.faults.stackgw import ALICE, PROJECT, stack_gateway, stack_sites
+from tests.faults.stackgw import ALICE, PROJECT, StackGateway, stack_gateway, stack_sites
 from tests.stack.plugin import start_stack
 from tests.support.db import drop_pg_schema, new_pg_schema, pg_schema_url
 from tests.support.idp import LoopbackIdP
@@ -38,6 +42,45 @@ async def timed(label: str, calls: int, call: Callable[[], Awaitable[Any] | Any]
     cpu_ms = (time.process_time() - cpu) * 1000 / calls
     wall_ms = (time.perf_counter() - wall) * 1000 / calls
     return f"| {label} | {cpu_ms:.2f} | {wall_ms:.2f} |"
+
+
+async def forwarder_pieces(gw: StackGateway, calls: int, spec: JobSpec, principal: Principal) -> list[str]:
+    """The forwarder's two transactions per job, timed alone: claiming one queued entry (lease it, read its
+    job) and recording one delivery (the site's job id, the job's new state); no site is called."""
+    forwarder, db = gw.rt.forwarder, gw.rt.db
+    db.run(lambda s: s.execute(update(OutboxEntry).values(done_at=gw.rt.clock.now())))  # the earlier pieces' jobs
+    for _ in range(calls + 1):
+        gw.rt.jobs.submit(principal, spec, idempotency_key=None)
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(" ".join(statement.split()[:2]))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    db.run(lambda s: forwarder._claim(s, {"lumi": 1}))
+    event.remove(db.engine, "before_cursor_execute", record)
+    claims: list[Claim] = []
+    rows = [
+        await timed(
+            "forwarder: claim one entry",
+            calls,
+            lambda: claims.extend(db.run(lambda s: forwarder._claim(s, {"lumi": 1}))),
+        ),
+        await timed(
+            "forwarder: record one delivery",
+            calls,
+            lambda: db.run(
+                lambda s: forwarder._write(
+                    s, [functools.partial(forwarder._finish, claim=claims.pop(), site_job_id="1")], None
+                )
+            ),
+        ),
+    ]
+    return [
+        *rows,
+        "",
+        f"statements one claim sends, besides the pool's pre-ping and the COMMIT: {len(sent)} ({'; '.join(sent)})",
+    ]
 
 
 async def run(calls: int) -> list[str]:
@@ -100,6 +143,7 @@ async def run(calls: int) -> list[str]:
                         lambda: gw.client.post("/v1/jobs", json=body, headers=headers),
                     ),
                     await timed("GET /healthz, in-process ASGI", calls, lambda: gw.client.get("/healthz")),
+                    *await forwarder_pieces(gw, calls, spec, principal),
                 ]
     finally:
         idp.close()
