@@ -227,7 +227,8 @@ class Runtime:
 
             if not await asyncio.to_thread(self.db.run, record):
                 log.warning("reconciliation outlasted its lease; another replica's result stands", extra={"site": site})
-        self._export_reconciliation(await asyncio.to_thread(self.db.run, runs.latest))
+        recorded = await asyncio.to_thread(self.db.run, runs.latest)
+        self._export_reconciliation([t for t in recorded if t.site in self.connectors])  # not sites since removed
         return results
 
     def _export_reconciliation(self, totals: list[runs.SiteTotal]) -> None:
