@@ -317,7 +317,9 @@ def simulate(db: Database, seed: int, steps: int) -> None:
             "last operations:\n  " + "\n  ".join(sim.trace[-15:])
         )
         raise
-    assert len(sim.model.jobs) > steps // 10  # the run reserved jobs, not only refusals
+    # The run reserved jobs, not only refusals. Over 41 seeds (600 steps) the count ranged from 47 to 144; a bound
+    # of steps // 10 failed seed 3701720805 (47 jobs, every invariant held) in CI, so it stays well below that.
+    assert len(sim.model.jobs) > steps // 20
 
 
 @pytest.mark.parametrize("seed", seeds())
