@@ -41,7 +41,7 @@ async def forwarding(gw: Gateway) -> AsyncIterator[list[int]]:
     stop = asyncio.Event()
     task = asyncio.create_task(forwarder.run_forever(stop))
     try:
-        for _ in range(200):  # bounded: its first look at the outbox, at start, found nothing
+        for _ in range(1000):  # bounded: its first look at the outbox, at start, found nothing
             if claims:
                 break
             await anyio.sleep(0.01)
