@@ -216,9 +216,11 @@ class Runtime:
                 log.warning("reconciliation failed", extra={"site": site, "error": detail})
                 await asyncio.to_thread(self.db.run, give_back)
                 continue
-            except asyncio.CancelledError:  # shutdown: let another replica run it now, not after the lease
-                with contextlib.suppress(AntennaError):
-                    self.db.run(give_back)
+            except asyncio.CancelledError:
+                # Shutdown: let another replica run it now rather than after the lease, but never hold the
+                # shutdown for it (a database that does not answer leaves the lease to expire instead).
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.to_thread(self.db.run, give_back), timeout=2)
                 raise
             results[site] = result
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from gateway.ledger.models import ReconciliationRun
 from gateway.ledger.reconcile import DifferenceKind
 from tests.api.harness import ALICE, SITE, Gateway, build_app, open_gateway
 from tests.support.idp import LoopbackIdP
@@ -79,3 +80,6 @@ async def test_shutdown_does_not_wait_for_a_site_that_never_answers_reconciliati
     # Reconciliation only reads, so shutdown cuts it short (a hang guard, not a timing: without the cut this
     # never returns).
     await asyncio.wait_for(runtime.aclose(), timeout=30)
+    # ... and gives the run's lease back, so that another replica takes the site at once, not after the lease.
+    lease = runtime.db.run(lambda session: session.get_one(ReconciliationRun, SITE).leased_until)
+    assert lease is None
