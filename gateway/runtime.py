@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -76,7 +76,6 @@ class Runtime:
     _limiter_down_until: float = float("-inf")
     _reconciling: asyncio.Task[None] | None = None
     _exported_reconciliation: set[tuple[str, str, str]] = field(default_factory=set)
-    replica: str = field(default_factory=lambda: f"replica-{uuid.uuid4().hex[:12]}")  # leases' owner
 
     def rate_limit(self, kind: str, person: str, per_minute: int) -> None:
         item = RateLimitItemPerMinute(per_minute)
@@ -196,17 +195,12 @@ class Runtime:
         end = now - timedelta(minutes=cfg.settle_lag_minutes)
         start = end - timedelta(hours=cfg.window_hours)
         interval = timedelta(seconds=cfg.interval_seconds)
+        owner = self.forwarder.worker  # this process, as its forwarder names it in the outbox's leases
         results: dict[str, Reconciliation] = {}
         for site in self.connectors:
-
-            def take(session: Session, site: str = site) -> bool:
-                # The lease outlasts any sane run; a replica that died mid-run is replaced when it expires.
-                lease = interval / 2
-                return runs.claim(session, site=site, owner=self.replica, now=now, interval=interval, lease=lease)
-
-            def give_back(session: Session, site: str = site) -> None:
-                runs.release(session, site=site, owner=self.replica)
-
+            # The lease outlasts any sane run; a replica that died mid-run is replaced when it expires.
+            take = functools.partial(runs.claim, site=site, owner=owner, now=now, interval=interval, lease=interval / 2)
+            give_back = functools.partial(runs.release, site=site, owner=owner)
             if not await asyncio.to_thread(self.db.run, take):
                 continue
             try:
@@ -223,10 +217,7 @@ class Runtime:
                     await asyncio.wait_for(asyncio.to_thread(self.db.run, give_back), timeout=2)
                 raise
             results[site] = result
-
-            def record(session: Session, result: Reconciliation = result) -> bool:
-                return runs.finish(session, site=result.site, owner=self.replica, began=now, totals=result.totals)
-
+            record = functools.partial(runs.finish, site=site, owner=owner, began=now, totals=result.totals)
             if not await asyncio.to_thread(self.db.run, record):
                 log.warning("reconciliation outlasted its lease; another replica's result stands", extra={"site": site})
         recorded = await asyncio.to_thread(self.db.run, runs.latest)

@@ -254,7 +254,7 @@ class Forwarder:
                 if not outcomes:
                     raise
                 await self._write_one_by_one(outcomes)  # one bad outcome must not hold up the others
-                claims = await asyncio.to_thread(self.db.run, lambda s: self._claim(s, wanted)) if wanted else []
+                claims = await asyncio.to_thread(self.db.run, lambda s: self._claim(s, capacity)) if looking else []
             if looking and self._found_all_due(capacity, claims):
                 self._quiet_at = seen
             for claim in claims:
