@@ -1,7 +1,12 @@
 """The test stack: three real Slurm clusters (lumi, jupiter, lucia) with slurmdbd, slurmrestd, munge and sshd.
 
-Run through `tests/stack/stack up|down|purge|status|env|stop|release|ssh`. Standard library only: it runs before
-`uv sync` and by hand. Needs root: it installs Debian packages, creates Unix accounts and starts daemons.
+Run through `tests/stack/stack services|up|down|purge|status|env|stop|release|ssh`. Standard library only: it
+runs before `uv sync` and by hand. Needs root: it installs Debian packages, creates Unix accounts and starts
+daemons.
+
+`services` starts what a developer's machine would run for the suite: PostgreSQL, MariaDB and Redis on their
+usual loopback ports, each with its own data under the stack directory. A port already served by the
+machine's own server is used as it is. `up` starts them too (slurmdbd keeps its accounting in MariaDB).
 
 Every daemon runs in the foreground of its own session, recorded in a pid file with its start time;
 `down` signals only those processes, their descendants and job steps listening under the stack
@@ -558,21 +563,31 @@ def require_root() -> None:
         raise StackError("the stack needs root: it installs packages, adds users and starts daemons")
 
 
-def ensure_packages() -> None:
-    query = run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *PACKAGES], check=False)
+POLICY_RC = Path("/usr/sbin/policy-rc.d")
+
+
+def ensure_packages(packages: tuple[str, ...] = PACKAGES) -> None:
+    query = run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *packages], check=False)
     installed = {line.split()[0] for line in query.stdout.splitlines() if line.endswith(" installed")}
-    missing = [p for p in PACKAGES if p not in installed]
+    missing = [p for p in packages if p not in installed]
     if not missing:
         return
     log(f"installing {' '.join(missing)}")
     started = time.monotonic()
     env = {**base_env(), "DEBIAN_FRONTEND": "noninteractive"}
-    run(["apt-get", "update", "-qq"], env=env, timeout=600)
-    run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-        env=env,
-        timeout=1200,
-    )
+    # The packages' maintainer scripts would start the system's own PostgreSQL, MariaDB or Redis on the ports
+    # the stack serves: forbid service starts during the install (only when the machine has no policy).
+    created_policy = not POLICY_RC.exists()
+    if created_policy:
+        POLICY_RC.write_text("#!/bin/sh\n# no service starts during the test stack's package installs\nexit 101\n")
+        POLICY_RC.chmod(0o755)
+    try:
+        apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
+        run([*apt, "update", "-qq"], env=env, timeout=600)
+        run([*apt, "install", "-y", "-qq", "--no-install-recommends", *missing], env=env, timeout=1200)
+    finally:
+        if created_policy:
+            POLICY_RC.unlink(missing_ok=True)
     log(f"installed in {time.monotonic() - started:.1f} s")
 
 
@@ -1075,6 +1090,153 @@ def describe(layout: Layout) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# The machine's services: PostgreSQL (the gateway's database in tests), MariaDB (slurmdbd's) and Redis (shared
+# rate limits), on their usual loopback ports, as a developer's machine would run them.
+
+SERVICES = STACK_DIR / "services"
+SERVICE_PACKAGES = ("postgresql", "mariadb-server", "mariadb-client", "redis-server")
+PG_PORT = 5432
+PG_DATA = SERVICES / "postgresql"
+PG_SOCKETS = Path("/var/run/postgresql")  # where Debian's clients look, so `psql -U postgres` works as usual
+PG_TEST_DATABASE = "test"
+MARIADB_DATA = SERVICES / "mariadb"
+MARIADB_SOCKET = Path("/run/mysqld/mysqld.sock")  # the client's default in Debian's my.cnf
+REDIS_PORT = 6379
+REDIS_DATA = SERVICES / "redis"
+
+
+def _owned_dir(path: Path, user: str, mode: int) -> None:
+    entry = pwd.getpwnam(user)
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    path.chmod(mode)
+
+
+def _postgres_bin(name: str) -> str:
+    """The newest installed PostgreSQL's program (Debian keeps them under /usr/lib/postgresql/<major>/bin)."""
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: int(p.parents[1].name))
+    if not found:
+        raise StackError(f"no {name} under /usr/lib/postgresql: is Debian's postgresql package installed?")
+    return str(found[-1])
+
+
+def _pg_answers() -> bool:
+    probe = [_postgres_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", "postgres"]
+    return run(probe, check=False, timeout=10).returncode == 0
+
+
+def init_postgresql() -> None:
+    if not (PG_DATA / "PG_VERSION").exists():
+        shutil.rmtree(PG_DATA, ignore_errors=True)  # a half-made cluster from an interrupted first start
+        _owned_dir(PG_DATA, "postgres", 0o700)
+        initdb = [_postgres_bin("initdb"), "-D", str(PG_DATA), "-U", "postgres", "--auth=trust", "--encoding=UTF8"]
+        run(["runuser", "-u", "postgres", "--", *initdb, "--locale=C.UTF-8"], timeout=120)
+        log(f"postgresql: new cluster in {PG_DATA}")
+    _owned_dir(PG_SOCKETS, "postgres", 0o2775)
+
+
+def postgresql() -> Daemon:
+    argv = [_postgres_bin("postgres"), "-D", str(PG_DATA), "-p", str(PG_PORT)]
+    for setting in [
+        "listen_addresses=127.0.0.1",  # trust authentication: loopback only
+        f"unix_socket_directories={PG_SOCKETS}",
+        "max_connections=300",  # two-replica and pool tests open many at once
+    ]:
+        argv += ["-c", setting]
+    return Daemon("postgresql", argv, base_env(), _pg_answers, user="postgres", port=PG_PORT)
+
+
+def _mariadb_answers() -> bool:
+    probe = ["mysql", "--no-defaults", "-h", MARIADB_HOST, "-P", str(MARIADB_PORT), "-u", "root", "-e", "SELECT 1"]
+    return run(probe, check=False, timeout=10).returncode == 0
+
+
+def init_mariadb() -> None:
+    if not (MARIADB_DATA / "mysql").exists():
+        shutil.rmtree(MARIADB_DATA, ignore_errors=True)
+        _owned_dir(MARIADB_DATA, "mysql", 0o750)
+        # root@localhost with an empty password ('normal'): the stack connects over TCP as root, as before.
+        install = ["mariadb-install-db", "--no-defaults", "--user=mysql", f"--datadir={MARIADB_DATA}"]
+        run([*install, "--auth-root-authentication-method=normal", "--skip-test-db"], timeout=180)
+        log(f"mariadb: new data directory {MARIADB_DATA}")
+    _owned_dir(MARIADB_SOCKET.parent, "mysql", 0o755)
+
+
+def mariadb() -> Daemon:
+    argv = [
+        "/usr/sbin/mariadbd",
+        "--no-defaults",
+        "--user=mysql",
+        f"--datadir={MARIADB_DATA}",
+        f"--bind-address={MARIADB_HOST}",
+        f"--port={MARIADB_PORT}",
+        f"--socket={MARIADB_SOCKET}",
+        f"--pid-file={MARIADB_DATA / 'mariadbd.pid'}",
+        # What Slurm's accounting documentation asks of its database.
+        "--innodb-buffer-pool-size=256M",
+        "--innodb-lock-wait-timeout=900",
+    ]
+    return Daemon("mariadb", argv, base_env(), _mariadb_answers, port=MARIADB_PORT)
+
+
+def redis() -> Daemon:
+    argv = ["/usr/bin/redis-server", "--bind", "127.0.0.1", "--port", str(REDIS_PORT), "--dir", str(REDIS_DATA)]
+    argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]  # counters only: nothing to keep
+    return Daemon("redis", argv, base_env(), listening(REDIS_PORT), user="redis", port=REDIS_PORT)
+
+
+def init_redis() -> None:
+    _owned_dir(REDIS_DATA, "redis", 0o750)
+
+
+def service_daemons() -> list[Daemon]:
+    return [postgresql(), mariadb(), redis()]
+
+
+def ensure_pg_database(name: str) -> None:
+    psql = ["psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", "postgres", "-d", "postgres"]
+    found = run([*psql, "-tAc", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"]).stdout.strip()
+    if not found:
+        run([*psql, "-c", f'CREATE DATABASE "{name}"'])
+
+
+def services_up() -> None:
+    """Start PostgreSQL, MariaDB and Redis unless their ports already answer (the machine's own servers).
+
+    The caller holds the stack's lock and has installed SERVICE_PACKAGES."""
+    began = time.monotonic()
+    for path in [PIDS, LOGS]:
+        path.mkdir(parents=True, exist_ok=True)
+    check_reachable_by_others()  # postgres, mysql and redis enter their data directories below it
+    _owned_dir(SERVICES, "root", 0o755)
+    started, reused = [], []
+    daemons = []
+    for daemon in service_daemons():
+        if daemon.pid() is None and daemon.port is not None and port_open(daemon.port):
+            reused.append(f"{daemon.name} (127.0.0.1:{daemon.port})")
+            continue
+        if daemon.pid() is None:
+            {"postgresql": init_postgresql, "mariadb": init_mariadb, "redis": init_redis}[daemon.name]()
+        if daemon.start():
+            started.append(daemon.name)
+        daemons.append(daemon)
+    for daemon in daemons:
+        daemon.wait_ready()
+    ensure_pg_database(PG_TEST_DATABASE)
+    parts = [f"started {', '.join(started)}" if started else ""]
+    parts.append(f"using the machine's {', '.join(reused)}" if reused else "")
+    done = "; ".join(p for p in parts if p) or "running"
+    log(f"services: {done} ({time.monotonic() - began:.1f} s)")
+
+
+def services() -> None:
+    require_root()
+    ensure_packages(SERVICE_PACKAGES)
+    with locked():
+        services_up()
+
+
+# ---------------------------------------------------------------------------------------------------
 # Commands.
 
 
@@ -1097,11 +1259,12 @@ def up(lease_pid: int | None = None) -> None:
     require_root()
     began = time.monotonic()
     layout = load_layout()
-    ensure_packages()
+    ensure_packages(PACKAGES + SERVICE_PACKAGES)
     with locked():
         was_complete = all(d.pid() is not None for d in all_daemons(layout))
         check_reachable_by_others()
         refuse_foreign_daemons(layout)
+        services_up()
         ensure_dirs(layout)
         ensure_people(layout)
         ensure_secret_file(MUNGE_KEY, 1024)
@@ -1245,11 +1408,19 @@ def purge() -> None:
             + [f"DROP USER IF EXISTS '{DB_USER}'@'{h}';" for h in ["localhost", "127.0.0.1"]]
         )
     )
+    with locked():
+        stopped = stop_daemons(service_daemons())
+    if stopped:
+        log(f"services: stopped {', '.join(stopped)}")
     shutil.rmtree(STACK_DIR, ignore_errors=True)
     log(f"purged {STACK_DIR} and the accounting databases")
 
 
 def status() -> int:
+    """The stack's daemons; the services are listed too but do not count (the machine's own may serve)."""
+    for service in service_daemons():
+        pid = service.pid()
+        print(f"{service.name:32} {'running pid ' + str(pid) if pid else 'not started by the stack'}")
     layout = load_layout()
     daemons = all_daemons(layout)
     running = 0
@@ -1305,6 +1476,7 @@ def ssh(person: str, cluster_name: str, command: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tests/stack/stack", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("services", help="install and start PostgreSQL, MariaDB and Redis on loopback (idempotent)")
     up_parser = sub.add_parser("up", help="install what is missing and start the stack (idempotent)")
     up_parser.add_argument("--lease-pid", type=int, help="a test session (pid) that uses the stack")
     release_parser = sub.add_parser("release", help="end a test session's lease; the last one stops it")
@@ -1322,7 +1494,9 @@ def main(argv: list[str] | None = None) -> int:
     ssh_parser.add_argument("remote", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     try:
-        if args.command == "up":
+        if args.command == "services":
+            services()
+        elif args.command == "up":
             up(args.lease_pid)
         elif args.command == "release":
             release(args.lease_pid, args.keep)
