@@ -123,19 +123,26 @@ class RateLimited(AntennaError):
 
 
 class SiteUnavailable(AntennaError):
-    """A site, or something needed to reach it (Vault, the database under contention), is down."""
+    """A site, or something needed to reach it (Vault, the database under contention), is down.
+
+    ``not_sent`` says the request provably never reached the site (no connection, a refused session, a
+    throttle): only then may a submission that failed be voided. Anything else may have run there."""
 
     slug = "site-unavailable"
     status = 503
     title = "Site unavailable"
 
-    def __init__(self, detail: str, *, retry_after: int = 30, **extra: Any) -> None:
+    def __init__(self, detail: str, *, retry_after: int = 30, not_sent: bool = False, **extra: Any) -> None:
         super().__init__(detail, retry_after=retry_after, **extra)
         self.retry_after = retry_after
+        self.not_sent = not_sent
 
 
 class SecretsUnavailable(SiteUnavailable):
     """Vault is sealed, unreachable or refuses us, and no cached secret is still valid."""
+
+    def __init__(self, detail: str, *, retry_after: int = 30, **extra: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, not_sent=True, **extra)  # nothing went to the site
 
 
 class DatabaseBusy(SiteUnavailable):

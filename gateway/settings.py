@@ -112,6 +112,11 @@ class SiteSettings(_Section):
         default="queue", description="queue submissions while the site is down, or refuse with 503"
     )
     status_interval_seconds: float = Field(default=15.0, gt=0)
+    forgotten_grace_minutes: float = Field(
+        default=60.0,
+        gt=0,
+        description="a job missing from the site's queue and accounting this long past its time limit is lost",
+    )
 
     @field_validator("partitions")
     @classmethod
@@ -173,6 +178,9 @@ class ForwarderSettings(_Section):
     max_attempts: int = Field(default=8, ge=1)
     backoff_base_seconds: float = Field(default=1.0, gt=0)
     backoff_max_seconds: float = Field(default=300.0, gt=0)
+    lost_lookup_seconds: float = Field(
+        default=900.0, gt=0, description="how often a lost job (the site may have it) is looked up by its stamp"
+    )
 
 
 class ReconciliationSettings(_Section):
@@ -262,6 +270,13 @@ class Settings(BaseSettings):
                 raise ConfigurationError(
                     f"sites.{site_name}.connector: {site.connector!r} is not a production connector "
                     f"(known: {', '.join(c for c in KNOWN_CONNECTORS if c != 'local')})"
+                )
+            if site.options.get("accounting") is False:
+                # Without accounting an ended job cannot be priced, and a job the controller forgot cannot
+                # be told from one that never ran: money would leak.
+                raise ConfigurationError(
+                    f"sites.{site_name}.options.accounting: false is for development only; a site whose "
+                    "accounting the gateway cannot read cannot be settled"
                 )
 
     def site(self, name: str) -> SiteSettings | None:

@@ -12,7 +12,7 @@ from fastapi.responses import PlainTextResponse
 
 from gateway.api.deps import PrincipalDep, RuntimeDep
 from gateway.api.problems import AUTHENTICATED, problem_responses
-from gateway.api.schemas import JobOut, JobPageOut, JobQuery
+from gateway.api.schemas import JobOut, JobPageOut, JobQuery, ResolveIn
 from gateway.errors import AntennaError, NotFound, SiteUnavailable
 from gateway.jobs.spec import JobSpec
 
@@ -104,6 +104,17 @@ def cancel_job(job_id: JobId, who: PrincipalDep, rt: RuntimeDep) -> JobOut:
     log.info(
         "job cancel requested",
         extra={"job_id": job.id, "project": job.project, "person": who.person, "state": job.state},
+    )
+    return JobOut.of(job)
+
+
+@router.post("/{job_id}/resolve", response_model=JobOut, responses=problem_responses(400, 403, 404, 409, 422))
+def resolve_job(job_id: JobId, body: ResolveIn, who: PrincipalDep, rt: RuntimeDep) -> JobOut:
+    """End a `lost` job by hand (operators): charge what the site's records say it ran, or void it."""
+    job = rt.jobs.resolve(who, str(job_id), charge=None if body.void else body.charge, reason=body.reason)
+    log.warning(
+        "lost job resolved by an operator",
+        extra={"job_id": job.id, "project": job.project, "person": who.person, "charged": str(job.charged)},
     )
     return JobOut.of(job)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
 from gateway.jobs.models import JobState
 from gateway.jobs.service import JobView
@@ -38,7 +38,7 @@ class _Out(BaseModel):
 
 
 class JobEventOut(_Out):
-    state: str
+    state: JobState
     at: datetime
     detail: str
 
@@ -50,7 +50,10 @@ class JobOut(_Out):
     partition: str
     person: str
     name: str
-    state: str
+    state: JobState = Field(
+        description="`lost`: the site may have the job and the gateway cannot tell; its reservation stays held "
+        "while the gateway keeps looking for it, and an operator resolves it if it does not turn up"
+    )
     unit: str
     reserved: Amount
     charged: Amount | None
@@ -179,6 +182,24 @@ class AllocationIn(BaseModel):
     end: IsoDateTime
     project_account: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     reason: str = Field(default="", max_length=500)
+
+
+class ResolveIn(BaseModel):
+    """How an operator ends a lost job: a charge from the site's own records, or void."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    charge: Decimal | None = Field(
+        default=None, ge=0, max_digits=18, decimal_places=6, description="what to charge, in the job's unit"
+    )
+    void: bool = Field(default=False, description="release the reservation: the job never ran")
+    reason: str = Field(min_length=1, max_length=400, description="why: kept in the ledger's journal")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ResolveIn:
+        if (self.charge is None) == (not self.void):
+            raise ValueError("give either charge or void, not both or neither")
+        return self
 
 
 class AccountIn(BaseModel):

@@ -28,7 +28,11 @@ from gateway.realm.cli import project_app, realm_app
 from gateway.secrets.cli import vault_app
 
 EXIT_FAILED, EXIT_REFUSED, EXIT_UNAUTHENTICATED = 1, 3, 4
-FINAL = {"completed", "failed", "cancelled", "timeout", "rejected"}
+FINAL = {"completed", "failed", "cancelled", "timeout", "rejected", "resolved"}
+LOST_HELP = (
+    "the gateway cannot tell whether the site has this job; its reservation stays held while the gateway "
+    "keeps looking for it, and an operator resolves it if it does not turn up"
+)
 
 app = typer.Typer(
     help="Antenna: submit jobs to EuroHPC AI supercomputers within your project's allocation.",
@@ -281,10 +285,12 @@ def _follow(url: str | None, job_id: str, *, quiet: bool) -> dict[str, Any]:
                 if not quiet:
                     err.print(f"{datetime.now(UTC):%H:%M:%S} job {job_id[:8]} {state}")
             live.update(Spinner("dots", text=f"{state} (reserved {job['reserved']} {job['unit']})"))
-            if state in FINAL:
+            if state in FINAL or state == "lost":  # lost: nothing the person can wait for here
                 break
             time.sleep(1)
-    if not quiet:
+    if state == "lost":
+        err.print(f"job {job_id} is lost: {LOST_HELP}")
+    elif not quiet:
         charged = job["charged"] if job["charged"] is not None else "0"
         out.print(f"job {job_id} {state}: charged {charged} of {job['reserved']} {job['unit']} reserved")
     return job
@@ -461,6 +467,24 @@ def admin_map_account(
         _emit({"person": person, "site": site, "account": account}, True)
     else:
         out.print(f"{person} → {account} at {site}")
+
+
+@admin.command("resolve")
+def admin_resolve(
+    job_id: Annotated[str, typer.Argument(help="the lost job")],
+    reason: Annotated[str, typer.Option(help="why; kept in the ledger's journal")],
+    charge: Annotated[str | None, typer.Option(help="charge this much (the site's own records)")] = None,
+    void: Annotated[bool, typer.Option("--void", help="release the reservation: the job never ran")] = False,
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """End a lost job: charge what the site's records say it ran, or void it (operators)."""
+    body: dict[str, Any] = {"reason": reason, "void": void}
+    if charge is not None:
+        body["charge"] = charge
+    data = _call(url, "POST", f"/v1/jobs/{job_id}/resolve", json=body)
+    charged = data["charged"] if data["charged"] is not None else "0"
+    _emit(data, as_json, None) if as_json else out.print(f"job {job_id} resolved: charged {charged} {data['unit']}")
 
 
 @admin.command("reconcile")

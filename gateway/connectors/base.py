@@ -37,10 +37,13 @@ class SiteState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     TIMEOUT = "timeout"
+    # A state this code does not know, or one that may still change (preempted, not yet requeued): the job's
+    # state here stays as it was, and it is watched on.
+    UNKNOWN = "unknown"
 
     @property
     def is_final(self) -> bool:
-        return self not in (SiteState.PENDING, SiteState.RUNNING)
+        return self not in (SiteState.PENDING, SiteState.RUNNING, SiteState.UNKNOWN)
 
 
 @dataclass(frozen=True)

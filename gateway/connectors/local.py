@@ -248,7 +248,7 @@ class LocalConnector(Connector):
 
     def _check_available(self) -> None:
         if not self.available:
-            raise SiteUnavailable(f"site {self.site} is down (simulated)")
+            raise SiteUnavailable(f"site {self.site} is down (simulated)", not_sent=True)
 
     async def aclose(self) -> None:
         for site_job_id, process in list(self._processes.items()):

@@ -33,7 +33,14 @@ _STATES = {
     "PENDING": SiteState.PENDING,
     "CONFIGURING": SiteState.PENDING,
     "REQUEUED": SiteState.PENDING,
+    "REQUEUE_HOLD": SiteState.PENDING,
+    "REQUEUE_FED": SiteState.PENDING,
+    "SPECIAL_EXIT": SiteState.PENDING,  # held after a requeue with its special exit code
     "SUSPENDED": SiteState.RUNNING,
+    "STOPPED": SiteState.RUNNING,
+    "RESIZING": SiteState.RUNNING,
+    "SIGNALING": SiteState.RUNNING,
+    "STAGE_OUT": SiteState.RUNNING,
     "RUNNING": SiteState.RUNNING,
     "COMPLETING": SiteState.RUNNING,
     "COMPLETED": SiteState.COMPLETED,
@@ -44,6 +51,9 @@ _STATES = {
     "DEADLINE": SiteState.TIMEOUT,
     "TIMEOUT": SiteState.TIMEOUT,
     "CANCELLED": SiteState.CANCELLED,
+    "REVOKED": SiteState.CANCELLED,  # a federated sibling ran it instead
+    # PREEMPTED: final in accounting (the run ended); while the controller still shows it the job may be
+    # requeued, so there it is UNKNOWN and the job is watched on (see state_of).
     "PREEMPTED": SiteState.CANCELLED,
 }
 _MEM = re.compile(r"^(?P<n>[\d.]+)(?P<u>[KMGTP]?)$")
@@ -91,8 +101,13 @@ class SlurmApi(Protocol):
     def parse_accounting(self, body: Mapping[str, Any]) -> list[AccountedJob]: ...
 
 
-def state_of(name: str) -> SiteState:
-    return _STATES.get(name.split(" ", maxsplit=1)[0].upper(), SiteState.FAILED)
+def state_of(name: str, *, live: bool = False) -> SiteState:
+    """The state Slurm names; ``live``: as the controller reports it, not accounting. A name this code does
+    not know is UNKNOWN, never final: a job is never ended, nor charged, on a guess."""
+    key = name.split(" ", maxsplit=1)[0].upper()
+    if live and key == "PREEMPTED":
+        return SiteState.UNKNOWN
+    return _STATES.get(key, SiteState.UNKNOWN)
 
 
 def resources_from_tres(tres: str) -> Resources | None:
@@ -145,7 +160,7 @@ class V0038:
         """(name, user, status) for each job slurmctld still knows."""
         out = []
         for job in body.get("jobs", []):
-            state = state_of(str(job.get("job_state", "")))
+            state = state_of(str(job.get("job_state", "")), live=True)
             started, ended = _time(job.get("start_time")), _time(job.get("end_time"))
             allocated = resources_from_tres(str(job.get("tres_alloc_str") or ""))
             if state == SiteState.PENDING or (state.is_final and allocated is None):
@@ -266,7 +281,10 @@ def merge_statuses(
         known = controller.get(job_id)
         if known is not None and not known[0].startswith(STAMP_PREFIX):
             continue  # not a gateway job (a reused id)
-        if found is not None and found.settled:
+        if known is not None and not known[1].state.is_final:
+            out[job_id] = known[1]  # the controller's view of a job it still runs or holds wins: a requeued
+            # job's earlier run is in accounting as ended (PREEMPTED, NODE_FAIL), yet the job goes on
+        elif found is not None and found.settled:
             reason = found.status.reason or (known[1].reason if known else "")
             out[job_id] = dataclasses.replace(found.status, reason=reason)
         elif known is not None:

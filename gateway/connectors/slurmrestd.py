@@ -135,11 +135,18 @@ class SlurmrestdConnector(Connector):
         try:
             response = await self.http.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
-            raise SiteUnavailable(f"{self.site}: slurmrestd unreachable ({type(exc).__name__})") from exc
+            # No connection (or none free) means nothing was sent; a cut or a timeout after sending may have run.
+            not_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+            raise SiteUnavailable(
+                f"{self.site}: slurmrestd unreachable ({type(exc).__name__})", not_sent=not_sent
+            ) from exc
         if response.status_code == 429:
             retry = retry_after_seconds(response.headers.get("Retry-After"))
             raise SiteUnavailable(
-                f"{self.site}: rate limited by Slurm (retry after {retry} s)", retry_after=retry, rate_limited=True
+                f"{self.site}: rate limited by Slurm (retry after {retry} s)",
+                retry_after=retry,
+                rate_limited=True,
+                not_sent=True,
             )
         if response.status_code == 404 and missing_ok:
             return {}

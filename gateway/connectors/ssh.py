@@ -205,12 +205,14 @@ class SshConnector(Connector):
             ) from exc
         except asyncssh.HostKeyNotVerifiable as exc:
             raise SiteUnavailable(
-                f"{self.site}: the login node's host key is not the configured one; refusing to log in"
+                f"{self.site}: the login node's host key is not the configured one; refusing to log in",
+                not_sent=True,
             ) from exc
         except (asyncssh.Error, OSError, TimeoutError) as exc:
             raise SiteUnavailable(
                 f"{self.site}: cannot reach the login node {self.options.host}:{self.options.port} "
-                f"({type(exc).__name__})"
+                f"({type(exc).__name__})",
+                not_sent=True,  # no session, so no command ran
             ) from exc
         return _Login(account, conn, valid_before, asyncio.Semaphore(self.options.max_sessions), last_used=self._now())
 
@@ -238,7 +240,9 @@ class SshConnector(Connector):
                     async with asyncio.timeout(self.options.command_timeout_seconds):
                         result = await login.conn.run(command, input=stdin, check=False, errors="replace")
                 except asyncssh.ChannelOpenError as exc:
-                    raise SiteUnavailable(f"{self.site}: the login node refused a session ({exc.reason})") from exc
+                    raise SiteUnavailable(
+                        f"{self.site}: the login node refused a session ({exc.reason})", not_sent=True
+                    ) from exc
                 except (asyncssh.Error, OSError, TimeoutError) as exc:
                     self._retire(login)  # a broken or stuck connection is not reused
                     raise SiteUnavailable(

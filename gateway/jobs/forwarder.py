@@ -4,7 +4,16 @@ An entry is claimed with a lease in a short transaction (PostgreSQL ``FOR UPDATE
 serialises writers), and the site is called only after that transaction has committed, so no row lock is
 ever held across a network call. A crash after the site accepted a job but before we recorded it leaves
 the lease to expire; the next attempt first looks the job up at the site by its stamp and only submits
-if it is not there. A delivery never outlives half its lease, so two workers never hold one entry.
+if it is not there. A delivery never outlives half its lease, so two workers never hold one entry: a worker
+checks its lease (on the monotonic clock, which runs on while a process is stopped) before each call to the
+site, and every outcome it writes is fenced by the lease (owner and attempt number, the row locked), so a
+worker paused past its lease neither calls the site nor overwrites what another worker found.
+
+A submission whose outcome is unknown after its last attempt (sent, but the answer lost) is never voided:
+the job goes to ``lost``, keeps its reservation, and its entry stays open, looked up by its stamp with a long
+backoff until it is found at the site or an operator resolves it. Only a submission that provably never
+reached the site, or that the site refused, is voided. Entries of a site this process does not know (a
+newer replica's site during a rolling deploy) are left alone: retiring a site is an operator's decision.
 
 Each site has its own bounded number of deliveries in flight, so a slow site never holds up the others.
 Retries are bounded, with exponential backoff. While a site's circuit is open (or the site throttled us
@@ -51,9 +60,12 @@ class Claim:
     job_id: str
     site: str
     action: str
-    attempts: int
+    attempts: int  # also the fencing token: every claim of the entry counts one more
     request: SiteJobRequest | None = None  # None: nothing to send (cancelled before forwarding, or recorded)
     site_job_id: str | None = None
+    find_only: bool = False  # a lost job, or one cancelled in flight: look it up, never submit it again
+    cancel_requested: bool = False  # cancelled in flight: not found at the site, it ends here (voided)
+    deadline: float = float("inf")  # the event loop's clock: past it the lease may be another worker's
 
 
 class Forwarder:
@@ -93,25 +105,21 @@ class Forwarder:
 
     # --- claiming (database, short transactions) ---------------------------------------------------
 
-    def _claim(self, session: Session, capacity: Mapping[str, int]) -> list[Claim]:
-        """Lease up to ``capacity[site]`` due entries per site, and any entries of sites no longer configured."""
+    def _claim(self, session: Session, capacity: Mapping[str, int], deadline: float) -> list[Claim]:
+        """Lease up to ``capacity[site]`` due entries per site; ``deadline`` is when the leases stop being safe
+        to act on, on the event loop's clock (measured before the transaction, so on the early side)."""
         now = self.clock.now()
         due = (
             OutboxEntry.done_at.is_(None),
             OutboxEntry.available_at <= now,
             (OutboxEntry.leased_until.is_(None)) | (OutboxEntry.leased_until < now),
         )
+        # Only sites this process knows: an older replica must not touch a site a newer one added.
         queries = [
             select(OutboxEntry).where(*due, OutboxEntry.site == site).order_by(OutboxEntry.id).limit(limit)
             for site, limit in capacity.items()
-            if limit > 0
+            if limit > 0 and site in self.connectors
         ]
-        queries.append(
-            select(OutboxEntry)
-            .where(*due, OutboxEntry.site.not_in(list(self.connectors)))
-            .order_by(OutboxEntry.id)
-            .limit(self.settings.batch_size)
-        )
         postgres = session.get_bind().dialect.name == "postgresql"
         entries = []
         for query in queries:
@@ -124,11 +132,28 @@ class Forwarder:
         claims = []
         for entry in entries:
             job = jobs[entry.job_id]
-            request = self._request(job) if entry.action != "submit" or job.state == JobState.ACCEPTED.value else None
+            lookup = job.state == JobState.LOST.value or job.cancel_requested_at is not None
+            wanted = entry.action != "submit" or job.state in (JobState.ACCEPTED.value, JobState.LOST.value)
+            request = self._request(job) if wanted else None
             claims.append(
-                Claim(entry.id, entry.job_id, entry.site, entry.action, entry.attempts, request, job.site_job_id)
+                Claim(
+                    entry.id,
+                    entry.job_id,
+                    entry.site,
+                    entry.action,
+                    entry.attempts,
+                    request,
+                    job.site_job_id,
+                    find_only=entry.action == "submit" and lookup,
+                    cancel_requested=job.cancel_requested_at is not None,
+                    deadline=deadline,
+                )
             )
         return claims
+
+    def _deadline(self) -> float:
+        """When a lease taken now stops being safely ours, on the event loop's (monotonic) clock."""
+        return asyncio.get_running_loop().time() + self.lease.total_seconds() / 2
 
     @staticmethod
     def _request(job: Job) -> SiteJobRequest:
@@ -149,44 +174,101 @@ class Forwarder:
             working_directory=spec.get("working_directory"),
         )
 
-    def _finish(self, session: Session, *, claim: Claim, site_job_id: str | None = None, error: str = "") -> None:
+    def _held(self, session: Session, claim: Claim) -> OutboxEntry | None:
+        """The claim's entry if this worker still holds it: leased by it, at the attempt it claimed, not done.
+
+        The rows were read locked (see _write), so another worker's claim cannot slip in before this write
+        commits. A stale outcome (this worker was paused past its lease and another took the entry) is dropped:
+        the other worker's delivery is the one that counts."""
         entry = session.get_one(OutboxEntry, claim.entry_id)
+        if entry.lease_owner == self.worker and entry.attempts == claim.attempts and entry.done_at is None:
+            return entry
+        log.warning(
+            "stale delivery outcome dropped: the entry's lease is another worker's now",
+            extra={"job_id": claim.job_id, "site": claim.site, "attempt": claim.attempts},
+        )
+        return None
+
+    def _finish(self, session: Session, *, claim: Claim, site_job_id: str | None = None, error: str = "") -> None:
+        entry = self._held(session, claim)
+        if entry is None:
+            return
         now = self.clock.now()
         entry.done_at, entry.leased_until, entry.last_error = now, None, error[:500]
         if site_job_id is None:
             return
         job = session.get_one(Job, claim.job_id)
-        if job.state == JobState.ACCEPTED.value:
+        if job.state in (JobState.ACCEPTED.value, JobState.LOST.value) and job.site_job_id is None:
             job.site_job_id = site_job_id
-            record_transition(session, job, JobState.SUBMITTED, now, f"site job {site_job_id}")
-        elif job.state == JobState.CANCELLED.value and job.site_job_id is None:
-            # Cancelled while the submission was in flight: the site has the job, so it must be stopped there.
-            job.site_job_id = site_job_id
-            outbox.queue(
-                session, OutboxEntry(job_id=job.id, site=job.site, action="cancel", available_at=now, created_at=now)
-            )
-            self._signals += 1  # new work: the next cycle looks for it, even if this one found nothing more
-            session.add(
-                JobEvent(job_id=job.id, state=job.state, at=now, detail=f"site job {site_job_id} cancelled at the site")
-            )
+            found = " (found at the site by its stamp)" if job.state == JobState.LOST.value else ""
+            record_transition(session, job, JobState.SUBMITTED, now, f"site job {site_job_id}{found}")
+            if job.cancel_requested_at is not None:
+                # Cancelled while its submission was in flight: the site has the job, so stop it there; the
+                # status sync settles what it ran.
+                outbox.queue(
+                    session,
+                    OutboxEntry(job_id=job.id, site=job.site, action="cancel", available_at=now, created_at=now),
+                )
+                self._signals += 1  # new work: the next cycle looks for it, even if this one found nothing more
+                session.add(
+                    JobEvent(
+                        job_id=job.id, state=job.state, at=now, detail=f"site job {site_job_id} cancelled at the site"
+                    )
+                )
+
+    def _not_at_site(self, session: Session, *, claim: Claim) -> None:
+        """A job cancelled in flight was looked up and is not at the site: it ends here, voided."""
+        entry = self._held(session, claim)
+        if entry is None:
+            return
+        now = self.clock.now()
+        entry.done_at, entry.leased_until, entry.last_error = now, None, "cancelled; not at the site"
+        job = session.get_one(Job, claim.job_id)
+        if job.state in (JobState.ACCEPTED.value, JobState.LOST.value):
+            record_transition(session, job, JobState.CANCELLED, now, "cancelled; the site never had it")
+            ledger.settle(session, job_id=job.id, outcome="void", at=now, reason="cancelled; never reached the site")
 
     def _reject(self, session: Session, *, claim: Claim, reason: str) -> None:
-        self._finish(session, claim=claim, error=reason)
-        job = session.get_one(Job, claim.job_id)
+        """The site refused the submission, or it provably never reached the site: void it."""
+        entry = self._held(session, claim)
+        if entry is None:
+            return
         now = self.clock.now()
+        entry.done_at, entry.leased_until, entry.last_error = now, None, reason[:500]
+        job = session.get_one(Job, claim.job_id)
         if claim.action == "submit" and job.state == JobState.ACCEPTED.value:
             record_transition(session, job, JobState.REJECTED, now, reason)
             ledger.settle(session, job_id=job.id, outcome="void", at=now, reason=f"rejected: {reason}"[:500])
 
+    def _lose(self, session: Session, *, claim: Claim, reason: str) -> None:
+        """The submission may be at the site and we cannot tell: hold the reservation and keep looking."""
+        entry = self._held(session, claim)
+        if entry is None:
+            return
+        now = self.clock.now()
+        entry.available_at = now + timedelta(seconds=self.settings.lost_lookup_seconds)
+        entry.leased_until, entry.last_error = None, reason[:500]
+        job = session.get_one(Job, claim.job_id)
+        if job.state == JobState.ACCEPTED.value:
+            record_transition(session, job, JobState.LOST, now, reason)
+
     def _retry_later(self, session: Session, *, claim: Claim, error: str, retry_after: float) -> None:
-        entry = session.get_one(OutboxEntry, claim.entry_id)
-        delay = min(self.settings.backoff_max_seconds, self.settings.backoff_base_seconds * 2 ** (claim.attempts - 1))
+        entry = self._held(session, claim)
+        if entry is None:
+            return
+        if claim.find_only and claim.action == "submit":
+            delay = self.settings.lost_lookup_seconds  # a lost job is looked for patiently, never given up on
+        else:
+            base, cap = self.settings.backoff_base_seconds, self.settings.backoff_max_seconds
+            delay = min(cap, base * 2 ** (claim.attempts - 1))
         entry.available_at = self.clock.now() + timedelta(seconds=max(delay, retry_after))
         entry.leased_until, entry.last_error = None, error[:500]
 
     def _release(self, session: Session, *, claim: Claim) -> None:
         """Give a claim back untried (the site's circuit closed meanwhile): it costs no attempt."""
-        entry = session.get_one(OutboxEntry, claim.entry_id)
+        entry = self._held(session, claim)
+        if entry is None:
+            return
         entry.attempts = max(0, entry.attempts - 1)
         entry.leased_until = None
         entry.available_at = datetime.fromtimestamp(self.health.retry_at(claim.site), UTC)
@@ -226,18 +308,25 @@ class Forwarder:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _write(self, session: Session, outcomes: list[Outcome], capacity: Mapping[str, int] | None) -> list[Claim]:
+    def _write(
+        self, session: Session, outcomes: list[Outcome], capacity: Mapping[str, int] | None, deadline: float = 0.0
+    ) -> list[Claim]:
         """Record what deliveries found and claim the next entries, in ONE transaction: under load, many
         outcomes share a commit (the lease covers any lost with a crash before it)."""
         claims = [o.keywords["claim"] for o in outcomes]
         loaded: list[object] = []  # held: the session's identity map keeps only weak references
         if claims:  # load the rows in two queries, not two per outcome
-            loaded += session.scalars(select(OutboxEntry).where(OutboxEntry.id.in_([c.entry_id for c in claims])))
+            # Locked: a claim by another worker waits for this transaction, so the lease checked is the lease
+            # written against (the fence of _held). Entries first, in id order, as claims lock them.
+            entries = select(OutboxEntry).where(OutboxEntry.id.in_([c.entry_id for c in claims]))
+            if session.get_bind().dialect.name == "postgresql":
+                entries = entries.order_by(OutboxEntry.id).with_for_update()
+            loaded += session.scalars(entries)
             loaded += session.scalars(select(Job).where(Job.id.in_([c.job_id for c in claims])))
         with session.no_autoflush:  # one flush for all of them, not one before each read
             for outcome in outcomes:
                 outcome(session)
-        return self._claim(session, capacity) if capacity is not None else []
+        return self._claim(session, capacity, deadline) if capacity is not None else []
 
     async def _cycle(self) -> list[asyncio.Task[None]]:
         """Write the outcomes so far, claim what there is room for, start delivering it; the tasks started."""
@@ -248,13 +337,16 @@ class Forwarder:
         looking = seen != self._quiet_at and any(capacity.values())
         if outcomes or looking:
             wanted = capacity if looking else None
+            deadline = self._deadline()
             try:
-                claims = await asyncio.to_thread(self.db.run, lambda s: self._write(s, outcomes, wanted))
+                claims = await asyncio.to_thread(self.db.run, lambda s: self._write(s, outcomes, wanted, deadline))
             except Exception:
                 if not outcomes:
                     raise
                 await self._write_one_by_one(outcomes)  # one bad outcome must not hold up the others
-                claims = await asyncio.to_thread(self.db.run, lambda s: self._claim(s, capacity)) if looking else []
+                deadline = self._deadline()
+                take = functools.partial(self._claim, capacity=capacity, deadline=deadline)
+                claims = await asyncio.to_thread(self.db.run, take) if looking else []
             if looking and self._found_all_due(capacity, claims):
                 self._quiet_at = seen
             for claim in claims:
@@ -274,7 +366,7 @@ class Forwarder:
     async def _write_one_by_one(self, outcomes: list[Outcome]) -> None:
         for outcome in outcomes:
             try:
-                await asyncio.to_thread(self.db.run, outcome)
+                await asyncio.to_thread(self.db.run, lambda s, o=outcome: self._write(s, [o], None))
             except Exception:  # left leased: the entry comes back after its lease and is found by its stamp
                 log.exception("could not record a delivery's outcome")
 
@@ -310,24 +402,45 @@ class Forwarder:
         if request is None:
             self._outcomes.append(functools.partial(self._finish, claim=claim, error="nothing to do"))
             return
-        if connector is None:
-            self._outcomes.append(
-                functools.partial(self._reject, claim=claim, reason="the site is no longer configured")
-            )
+        if connector is None:  # never claimed (see _claim); a site removed while this process runs
             return
         if not self.health.acquire(claim.site):  # the circuit opened after this entry was claimed
             self._outcomes.append(functools.partial(self._release, claim=claim))
             return
+        # Whether the site may have the job whatever this delivery finds: an earlier attempt may have reached it.
+        uncertain = claim.action == "submit" and (claim.attempts > 1 or claim.find_only)
+        submitting = False
         try:
             found: str | None = None
             # Never outlive the lease: another worker may take the entry once it expires.
-            async with asyncio.timeout(self.lease.total_seconds() / 2):
+            async with asyncio.timeout(max(0.0, claim.deadline - asyncio.get_running_loop().time())):
                 if claim.action == "submit":
-                    if claim.attempts > 1:  # an earlier attempt may have reached the site: never submit twice
+                    if uncertain:  # never submit twice
+                        self._check_lease(claim)
                         found = await connector.find(account=request.account, job_id=request.job_id)
-                    found = found or await connector.submit(request)
+                        uncertain = False  # looked up, and the lease is ours: nobody else is submitting it
+                    if found is None and claim.find_only:
+                        if claim.cancel_requested:
+                            self._outcomes.append(functools.partial(self._not_at_site, claim=claim))
+                        else:
+                            self._outcomes.append(
+                                functools.partial(
+                                    self._retry_later, claim=claim, error="not found at the site yet", retry_after=0
+                                )
+                            )
+                        return
+                    if found is None:
+                        self._check_lease(claim)
+                        uncertain = submitting = True  # from here on the request may reach the site
+                        found = await connector.submit(request)
                 elif site_job_id is not None:
+                    self._check_lease(claim)
                     await connector.cancel(account=request.account, site_job_id=site_job_id)
+        except _LeaseLost:
+            log.warning(
+                "lease ran out before calling the site; left to its next holder", extra={"job_id": claim.job_id}
+            )
+            return
         except SiteRejected as exc:
             reason = exc.detail
             log.warning("site refused job", extra={"job_id": claim.job_id, "site": claim.site, "reason": reason})
@@ -340,13 +453,19 @@ class Forwarder:
             self._outcomes.append(functools.partial(self._reject, claim=claim, reason=reason))
             return
         except (AntennaError, OSError, TimeoutError) as exc:
-            self._transient(claim, exc)
+            if submitting and isinstance(exc, SiteUnavailable) and exc.not_sent:
+                uncertain = False  # this request never left, and any earlier one was looked up first
+            self._transient(claim, exc, uncertain=uncertain)
             return
         self.health.success(claim.site)
         self._outcomes.append(functools.partial(self._finish, claim=claim, site_job_id=found))
         self.metrics.forwarded.labels(claim.site, claim.action, "delivered").inc()
 
-    def _transient(self, claim: Claim, exc: Exception) -> None:
+    def _check_lease(self, claim: Claim) -> None:
+        if asyncio.get_running_loop().time() >= claim.deadline:
+            raise _LeaseLost
+
+    def _transient(self, claim: Claim, exc: Exception, *, uncertain: bool) -> None:
         if isinstance(exc, AntennaError):
             detail = exc.detail
         elif isinstance(exc, TimeoutError):
@@ -356,9 +475,13 @@ class Forwarder:
         wait = rate_limit_wait(exc)
         self.health.failure(claim.site, detail, retry_after=wait)
         self.metrics.connector_errors.labels(claim.site, _kind(exc)).inc()
-        if claim.attempts >= self.settings.max_attempts:
+        if claim.attempts >= self.settings.max_attempts and not claim.find_only:
             self.metrics.forwarded.labels(claim.site, claim.action, "gave_up").inc()
             reason = f"site unavailable after {claim.attempts} attempts: {detail}"
+            if claim.action == "submit" and uncertain:
+                log.error("submission lost: the site may have the job", extra={"job_id": claim.job_id})
+                self._outcomes.append(functools.partial(self._lose, claim=claim, reason=f"{reason}; it may be there"))
+                return
             log.error("forwarding gave up", extra={"job_id": claim.job_id, "site": claim.site})
             self._outcomes.append(functools.partial(self._reject, claim=claim, reason=reason))
             return
@@ -410,6 +533,10 @@ class Forwarder:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self._flush()
+
+
+class _LeaseLost(Exception):
+    """This worker's lease on a claim may have run out (the process was paused): do not call the site."""
 
 
 def _kind(exc: BaseException) -> str:

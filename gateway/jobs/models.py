@@ -23,13 +23,27 @@ class JobState(StrEnum):
     CANCELLED = "cancelled"
     TIMEOUT = "timeout"
     REJECTED = "rejected"
+    # The site may have the job and we cannot tell (an answer lost after sending, a job the site forgot):
+    # the reservation stays held, the forwarder keeps looking it up by its stamp, an alert fires, and an
+    # operator ends it with `antenna admin resolve` (RESOLVED) unless it turns up at the site first.
+    LOST = "lost"
+    RESOLVED = "resolved"
 
     @property
     def is_final(self) -> bool:
         return self in FINAL_STATES
 
 
-FINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.TIMEOUT, JobState.REJECTED})
+FINAL_STATES = frozenset(
+    {
+        JobState.COMPLETED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        JobState.TIMEOUT,
+        JobState.REJECTED,
+        JobState.RESOLVED,
+    }
+)
 AT_SITE_STATES = frozenset({JobState.SUBMITTED, JobState.PENDING, JobState.RUNNING})
 
 
@@ -56,6 +70,8 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Asked to cancel while its submission may be at the site: found there it is cancelled there, else voided.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (
         Index("ix_jobs_project_created", "project", "created_at", "id"),

@@ -289,12 +289,31 @@ class JobService:
             if JobState(job.state).is_final:
                 raise Conflict(f"job {job_id} has already ended ({job.state})")
             now = self.clock.now()
-            if job.state == JobState.ACCEPTED.value:
-                session.execute(
+            if job.cancel_requested_at is not None:
+                return self._view(session, job)  # asked already; the forwarder is looking it up at the site
+            never_tried = job.state == JobState.ACCEPTED.value and _close_untried_submission(session, job_id, now)
+            if job.state in (JobState.ACCEPTED.value, JobState.LOST.value) and not never_tried:
+                # The submission is in flight, or an earlier attempt may have reached the site: the forwarder
+                # finds it by its stamp and cancels it there, or, when the site never had it, voids it here.
+                job.cancel_requested_at = now
+                session.execute(  # look now, not after the entry's backoff (unless a delivery holds it)
                     update(OutboxEntry)
-                    .where(OutboxEntry.job_id == job_id, OutboxEntry.done_at.is_(None))
-                    .values(done_at=now, last_error="cancelled before forwarding")
+                    .where(
+                        OutboxEntry.job_id == job_id,
+                        OutboxEntry.done_at.is_(None),
+                        OutboxEntry.leased_until.is_(None) | (OutboxEntry.leased_until < now),
+                    )
+                    .values(available_at=now)
                 )
+                session.add(
+                    JobEvent(
+                        job_id=job_id,
+                        state=job.state,
+                        at=now,
+                        detail=f"cancel requested by {principal.person}; looking the job up at the site first",
+                    )
+                )
+            elif job.state == JobState.ACCEPTED.value:
                 record_transition(session, job, JobState.CANCELLED, now, f"cancelled by {principal.person}")
                 ledger.settle(
                     session,
@@ -313,6 +332,42 @@ class JobService:
                 session.add(
                     JobEvent(job_id=job_id, state=job.state, at=now, detail=f"cancel requested by {principal.person}")
                 )
+            session.flush()
+            return self._view(session, job)
+
+        return self.db.run(work)
+
+    def resolve(self, principal: Principal, job_id: str, *, charge: Decimal | None, reason: str) -> JobView:
+        """An operator ends a ``lost`` job: charge ``charge`` (what the site's own records say it ran), or void
+        it (``charge`` None). Recorded in the ledger's journal with the operator and the reason."""
+        if not principal.has_role("antenna-operator"):
+            raise Forbidden("resolving a lost job needs the antenna-operator role")
+        if not reason.strip():
+            raise InvalidRequest("say why: the reason is kept in the ledger's journal", field="reason")
+
+        def work(session: Session) -> JobView:
+            job = session.get(Job, job_id, with_for_update=True)
+            if job is None:
+                raise NotFound(f"no job {job_id}")
+            if job.state != JobState.LOST.value:
+                raise Conflict(f"job {job_id} is {job.state}, not lost: only a lost job is resolved by hand")
+            now = self.clock.now()
+            session.execute(  # stop looking for it
+                update(OutboxEntry)
+                .where(OutboxEntry.job_id == job_id, OutboxEntry.done_at.is_(None))
+                .values(done_at=now, leased_until=None, last_error=f"resolved by {principal.person}"[:500])
+            )
+            how = f"charged {charge}" if charge is not None else "voided"
+            record_transition(session, job, JobState.RESOLVED, now, f"resolved by {principal.person}: {how}; {reason}")
+            ledger.settle(
+                session,
+                job_id=job_id,
+                outcome="charge" if charge is not None else "void",
+                amount=charge or Decimal(0),
+                at=now,
+                actor=principal.person,
+                reason=f"lost job resolved: {reason}"[:500],
+            )
             session.flush()
             return self._view(session, job)
 
@@ -441,6 +496,24 @@ def _add_new_job(session: Session, job: Job, event: JobEvent, entry: OutboxEntry
     session.execute(select(func.pg_notify(outbox.CHANNEL, origin)).add_cte(*inserts))
 
 
+def _close_untried_submission(session: Session, job_id: str, now: datetime) -> bool:
+    """Close the job's submission if no forwarder ever claimed it, so it cannot have reached the site.
+
+    A claim commits its lease and attempt before calling the site, so this conditional write and a claim
+    never both win: whichever commits second finds the row changed."""
+    closed = session.execute(
+        update(OutboxEntry)
+        .where(
+            OutboxEntry.job_id == job_id,
+            OutboxEntry.done_at.is_(None),
+            OutboxEntry.attempts == 0,
+            OutboxEntry.leased_until.is_(None),
+        )
+        .values(done_at=now, last_error="cancelled before forwarding")
+    )
+    return bool(closed.rowcount > 0)  # type: ignore[attr-defined]
+
+
 def _column_values(row: Base) -> dict[str, object]:
     """The columns set on a new ORM object; the others take their defaults in the INSERT."""
     given = inspect(row).dict
@@ -509,8 +582,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def active_site_jobs(session: Session, site: str) -> Sequence[Job]:
+    """The jobs at ``site`` whose state the sync follows: those running or queued there, and the lost ones it
+    knows a site job id of (they may turn up again)."""
+    watched = [s.value for s in (*AT_SITE_STATES, JobState.LOST)]
     return session.scalars(
-        select(Job).where(
-            Job.site == site, Job.state.in_([s.value for s in AT_SITE_STATES]), Job.site_job_id.is_not(None)
-        )
+        select(Job).where(Job.site == site, Job.state.in_(watched), Job.site_job_id.is_not(None))
     ).all()

@@ -5,6 +5,11 @@ resources) with the partition's formula and booked in the same transaction as th
 that never started is voided. Settlement is idempotent, so several replicas syncing at once are harmless.
 A site with no active job gets one health probe per cycle instead, so its health stays current; a site
 whose circuit is open is left alone, and a half-open one gets the single probe the breaker allows.
+
+A state the site reports that is not final (or that this code does not know) moves nothing here: the job is
+watched on, so a requeued job's later run is charged too. A job missing from both the site's queue and its
+accounting past its time limit plus ``forgotten_grace_minutes`` is ``lost``: its reservation stays held, an
+alert fires, and the sync keeps asking for it until it turns up or an operator resolves it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy.orm import Session
@@ -23,7 +29,7 @@ from gateway.connectors.base import Connector, SiteJobStatus, SiteState
 from gateway.connectors.health import SiteHealth, rate_limit_wait
 from gateway.db import Database
 from gateway.errors import AntennaError, SiteUnavailable
-from gateway.jobs.models import Job, JobState
+from gateway.jobs.models import AT_SITE_STATES, Job, JobState
 from gateway.jobs.service import active_site_jobs, record_transition
 from gateway.ledger import service as ledger
 from gateway.metrics import Metrics
@@ -39,6 +45,14 @@ _STATE = {
     SiteState.CANCELLED: JobState.CANCELLED,
     SiteState.TIMEOUT: JobState.TIMEOUT,
 }
+
+
+def _moves(status: SiteJobStatus, state: str, started: bool) -> bool:
+    """Whether what the site reports changes the job's row."""
+    target = _STATE.get(status.state)
+    if target is None:  # UNKNOWN: left as it is, watched on
+        return False
+    return target.value != state or (status.started_at is not None and not started)
 
 
 class StatusSync:
@@ -62,11 +76,15 @@ class StatusSync:
     async def sync_site(self, site: str) -> int:
         """One cycle for one site: ONE status query for all its active jobs. Returns jobs updated."""
         connector = self.connectors[site]
+        grace = timedelta(minutes=self.settings.sites[site].forgotten_grace_minutes)
         jobs = await asyncio.to_thread(
             self.db.run,
-            lambda s: [(j.id, j.site_job_id, j.state, j.started_at is not None) for j in active_site_jobs(s, site)],
+            lambda s: [
+                (j.id, j.site_job_id, j.state, j.started_at is not None, _forgotten_after(j, grace))
+                for j in active_site_jobs(s, site)
+            ],
         )
-        site_job_ids = [sid for _, sid, _, _ in jobs if sid is not None]
+        site_job_ids = [sid for _, sid, _, _, _ in jobs if sid is not None]
         try:
             if not site_job_ids:
                 await connector.health()
@@ -87,10 +105,17 @@ class StatusSync:
         # that did not change costs the site one call and the database one read.
         changed = [
             (job_id, status)
-            for job_id, site_job_id, state, started in jobs
-            if (status := statuses.get(site_job_id or "")) is not None
-            and (_STATE[status.state].value != state or (status.started_at is not None and not started))
+            for job_id, site_job_id, state, started, _ in jobs
+            if (status := statuses.get(site_job_id or "")) is not None and _moves(status, state, started)
         ]
+        now = self.clock.now()
+        forgotten = [
+            job_id
+            for job_id, site_job_id, state, _, after in jobs
+            if site_job_id not in statuses and state != JobState.LOST.value and now > after
+        ]
+        if forgotten:
+            await asyncio.to_thread(self.db.run, lambda s: sum(self._forget(s, job_id) for job_id in forgotten))
         if not changed:
             return 0
         try:
@@ -109,12 +134,26 @@ class StatusSync:
                 log.exception("status update failed", extra={"site": site, "job_id": job_id})
         return updated
 
+    def _forget(self, session: Session, job_id: str) -> bool:
+        job = session.get(Job, job_id, with_for_update=True)
+        if job is None or job.state not in {s.value for s in AT_SITE_STATES}:
+            return False
+        limit = int(job.spec.get("time_limit_minutes", 0))
+        log.error("job missing at the site past its time limit: lost", extra={"job_id": job.id, "site": job.site})
+        detail = (
+            f"site job {job.site_job_id} is in neither the site's queue nor its accounting, {limit} min time limit "
+            "and grace passed; reservation held until it turns up or an operator resolves it"
+        )
+        return record_transition(session, job, JobState.LOST, self.clock.now(), detail)
+
     def _apply(self, session: Session, job_id: str, status: SiteJobStatus) -> bool:
         job = session.get(Job, job_id, with_for_update=True)
         if job is None or JobState(job.state).is_final:
             return False
         now = self.clock.now()
-        target = _STATE[status.state]
+        target = _STATE.get(status.state)
+        if target is None:
+            return False
         if status.started_at is not None and job.started_at is None:
             job.started_at = status.started_at
             if target != JobState.RUNNING:
@@ -181,3 +220,10 @@ class StatusSync:
                 log.warning("status sync cycle failed", extra={"error": exc.detail})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+def _forgotten_after(job: Job, grace: timedelta) -> datetime:
+    """When a job the site no longer reports counts as lost: its time limit and the grace after it started,
+    or after it was submitted when it never started (a queued job is in the queue, so never missing)."""
+    limit = timedelta(minutes=int(job.spec.get("time_limit_minutes", 0)))
+    return (job.started_at or job.created_at) + limit + grace

@@ -32,8 +32,8 @@ async def forwarding(gw: Gateway) -> AsyncIterator[list[int]]:
     claims: list[int] = []
     claim = forwarder._claim
 
-    def counted(session: Any, capacity: Any) -> Any:
-        found = claim(session, capacity)
+    def counted(session: Any, capacity: Any, deadline: float) -> Any:
+        found = claim(session, capacity, deadline)
         claims.append(len(found))
         return found
 

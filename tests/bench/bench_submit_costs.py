@@ -57,14 +57,14 @@ async def forwarder_pieces(gw: StackGateway, calls: int, spec: JobSpec, principa
         sent.append(" ".join(statement.split()[:2]))
 
     event.listen(db.engine, "before_cursor_execute", record)
-    db.run(lambda s: forwarder._claim(s, {"lumi": 1}))
+    db.run(lambda s: forwarder._claim(s, {"lumi": 1}, float("inf")))
     event.remove(db.engine, "before_cursor_execute", record)
     claims: list[Claim] = []
     rows = [
         await timed(
             "forwarder: claim one entry",
             calls,
-            lambda: claims.extend(db.run(lambda s: forwarder._claim(s, {"lumi": 1}))),
+            lambda: claims.extend(db.run(lambda s: forwarder._claim(s, {"lumi": 1}, float("inf")))),
         ),
         await timed(
             "forwarder: record one delivery",

@@ -1,9 +1,11 @@
 """Fault injection in front of a real slurmrestd: a small HTTP/1.1 proxy on a loopback port, in its own thread.
 
 Each request is forwarded to the daemon on a fresh connection (``Connection: close`` both ways, so every
-request is seen and counted). The proxy can hold requests until released (a site that answers slowly),
-hold the answer to a submission after the site has produced it (the gateway's crash window), or answer
-429 with ``Retry-After`` (Slurm's rate limit), and it counts what it saw.
+request is seen and counted). The proxy can hold requests until released (a site that answers slowly; all
+of them, or those of some methods), hold the answer to a submission after the site has produced it (the
+gateway's crash window), drop the answers of some methods after the site produced them (a connection cut
+after sending: the site did the work, the gateway never hears of it), or answer 429 with ``Retry-After``
+(Slurm's rate limit), and it counts what it saw.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class ProxyState:
     throttled: int = 0  # answered 429
     holding: int = 0  # requests or answers held right now
     submissions_answered: int = 0
+    dropped: int = 0  # answers dropped after the site produced them
 
 
 class SlurmrestdProxy:
@@ -33,6 +36,8 @@ class SlurmrestdProxy:
         self.state = ProxyState()
         self.release = threading.Event()  # cleared: every request waits before reaching the daemon
         self.release.set()
+        self.hold_methods: set[str] | None = None  # while release is cleared, hold only these methods' requests
+        self.drop_answers: set[str] = set()  # methods whose answers are dropped after the site produced them
         self.throttle_seconds = 0  # > 0: answer 429 with this Retry-After instead of forwarding
         self.hold_answers = False  # hold each submission's answer, after the site produced it, until released
         self.answers = threading.Event()  # cleared: held answers wait
@@ -70,6 +75,7 @@ class SlurmrestdProxy:
                 self.state.throttled,
                 self.state.holding,
                 self.state.submissions_answered,
+                self.state.dropped,
             )
 
     # --- the server ---------------------------------------------------------------------------------
@@ -115,7 +121,7 @@ class SlurmrestdProxy:
                     b"Connection: close\r\n\r\n" % self.throttle_seconds
                 )
                 return
-            if not self.release.is_set():
+            if not self.release.is_set() and (self.hold_methods is None or method in self.hold_methods):
                 self._count(holding=1)
                 try:
                     await asyncio.to_thread(self.release.wait)
@@ -129,6 +135,9 @@ class SlurmrestdProxy:
                     await asyncio.to_thread(self.answers.wait)
                 finally:
                     self._count(holding=-1)
+            if method in self.drop_answers:
+                self._count(dropped=1)
+                return  # the connection closes unanswered
             if method == "POST":
                 self._count(submissions_answered=1)
             writer.write(answer)

@@ -29,7 +29,9 @@ from fastapi import FastAPI
 from gateway.app import create_app
 from gateway.clock import Clock, FakeClock, SystemClock
 from gateway.identity import DevIssuer, KeySetCache
+from gateway.jobs.invariants import check_jobs
 from gateway.jobs.models import JobState
+from gateway.ledger.service import check_invariants
 from gateway.runtime import DevMode, Runtime
 from gateway.secrets import SecretStore
 from gateway.secrets.fake import FakeSecretStore
@@ -215,6 +217,11 @@ class StackGateway:
             if isinstance(self.rt.clock, FakeClock):  # a test's clock moves with the rounds
                 self.rt.clock.advance(pause)
         raise AssertionError(f"jobs never reached {until}: {pending}")
+
+    def assert_sound(self) -> None:
+        """The ledger's invariants hold, and every job is never sent, held, settled or resolved by hand."""
+        problems = self.rt.db.run(lambda s: check_invariants(s) + check_jobs(s))
+        assert problems == []
 
     def metric(self, name: str, **labels: str) -> float:
         value = self.rt.metrics.registry.get_sample_value(name, labels)
