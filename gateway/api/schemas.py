@@ -7,7 +7,16 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    field_validator,
+)
 
 from gateway.jobs.models import JobState
 from gateway.jobs.service import JobView
@@ -192,14 +201,15 @@ class ResolveIn(BaseModel):
     charge: Decimal | None = Field(
         default=None, ge=0, max_digits=18, decimal_places=6, description="what to charge, in the job's unit"
     )
-    void: bool = Field(default=False, description="release the reservation: the job never ran")
+    void: bool = Field(default=False, validate_default=True, description="release the reservation: it never ran")
     reason: str = Field(min_length=1, max_length=400, description="why: kept in the ledger's journal")
 
-    @model_validator(mode="after")
-    def _one_way(self) -> ResolveIn:
-        if (self.charge is None) == (not self.void):
-            raise ValueError("give either charge or void, not both or neither")
-        return self
+    @field_validator("void")
+    @classmethod
+    def _one_way(cls, void: bool, info: ValidationInfo) -> bool:
+        if (info.data.get("charge") is None) != void:
+            raise ValueError("give either a charge or void, not both or neither")
+        return void
 
 
 class AccountIn(BaseModel):

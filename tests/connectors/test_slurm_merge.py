@@ -9,7 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.connectors.base import SiteState
-from gateway.connectors.slurm_openapi import V0038, classify, merge_statuses, needs_accounting, retry_after_seconds
+from gateway.connectors.slurm_openapi import (
+    V0038,
+    classify,
+    merge_statuses,
+    needs_accounting,
+    retry_after_seconds,
+    state_of,
+)
 from gateway.errors import SiteAuthFailed, SiteInvalidJob, SiteRejected, SiteUnavailable
 
 API = V0038()
@@ -95,3 +102,24 @@ def test_slurm_messages_map_to_the_projects_errors() -> None:
     assert retry_after_seconds("7") == 7
     assert retry_after_seconds("garbage") == 5
     assert retry_after_seconds("100000") == 3600
+
+
+def test_item5_states_that_may_still_change_are_never_final() -> None:
+    # Not final: the job may run again (requeued, held, suspended, resized) or ends as Slurm has not said yet.
+    for name in ("REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SPECIAL_EXIT", "SUSPENDED", "STOPPED", "RESIZING"):
+        assert not state_of(name).is_final, name
+        assert not state_of(name, live=True).is_final, name
+    # A state this code does not know is never taken for an end (it was FAILED: ended and charged on a guess).
+    assert state_of("SOME_STATE_OF_SLURM_26") == SiteState.UNKNOWN
+    # Preempted while the controller still shows it: it may be requeued, so it is watched on; in accounting
+    # (the controller has forgotten it) the run ended.
+    assert state_of("PREEMPTED", live=True) == SiteState.UNKNOWN
+    assert state_of("PREEMPTED") == SiteState.CANCELLED
+
+
+def test_item5_a_requeued_job_is_followed_not_settled_from_its_earlier_run() -> None:
+    # Preempted and requeued: the controller holds it pending again; accounting has the earlier run's record.
+    statuses = merged([live(8, "PENDING")], [accounted(8, "PREEMPTED")], ["8"])
+    assert statuses["8"].state == SiteState.PENDING
+    statuses = merged([live(9, "REQUEUE_HOLD")], [accounted(9, "NODE_FAIL")], ["9"])
+    assert not statuses["9"].state.is_final
