@@ -75,6 +75,7 @@ def test_the_issue_s_alerts_exist() -> None:
         "AntennaVaultTokenNearExpiry",
         "AntennaOverrunBooked",
         "AntennaReconciliationMismatch",
+        "AntennaJobsLost",
     ):
         assert needed in alerts
 
