@@ -14,7 +14,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
-from limits import RateLimitItemPerMinute, storage, strategies
+import redis.asyncio
+from limits import RateLimitItemPerMinute, storage
+from limits.aio import strategies
 from limits.errors import StorageError
 from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.orm import Session
@@ -68,7 +70,7 @@ class Runtime:
     sync: StatusSync
     secrets: SecretStore
     http: httpx.AsyncClient
-    limiter: strategies.RateLimiter
+    limiter: _Limiter
     dev: DevMode | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -77,15 +79,17 @@ class Runtime:
     _reconciling: asyncio.Task[None] | None = None
     _exported_reconciliation: set[tuple[str, str, str]] = field(default_factory=set)
 
-    def rate_limit(self, kind: str, person: str, per_minute: int) -> None:
+    async def rate_limit(self, kind: str, person: str, per_minute: int) -> None:
+        """Count a request of ``person``; RateLimited past ``per_minute``. Never blocks the event loop: the
+        storage (Redis between replicas) is asked through its asyncio client."""
         item = RateLimitItemPerMinute(per_minute)
         now = self.clock.now().timestamp()
         if now < self._limiter_down_until:
             return
         try:
-            if self.limiter.hit(item, kind, person):
+            if await self.limiter.strategy.hit(item, kind, person):
                 return
-            reset = self.limiter.get_window_stats(item, kind, person).reset_time
+            reset = (await self.limiter.strategy.get_window_stats(item, kind, person)).reset_time
         except StorageError as exc:
             # Redis down must not take submissions down with it: the limits are for fairness, the ledger
             # (in PostgreSQL) is what guards the allocations. Each request would otherwise wait out the
@@ -265,22 +269,40 @@ class Runtime:
             await connector.aclose()
         await self.secrets.aclose()
         await self.http.aclose()
+        if self.limiter.pool is not None:
+            await self.limiter.pool.aclose()
         self.db.dispose()
 
 
-def _limiter(settings: LimitsSettings) -> strategies.RateLimiter:
+@dataclass(frozen=True)
+class _Limiter:
+    strategy: strategies.RateLimiter
+    pool: redis.asyncio.ConnectionPool | None  # ours to close: its connections belong to this event loop
+
+
+def _limiter(settings: LimitsSettings) -> _Limiter:
     """Counters in the process, or shared by the replicas (Redis), namespaced by ``storage_key_prefix``
-    and raising StorageError (not the driver's own exceptions) when the storage is unreachable."""
-    options: dict[str, str | bool | float] = {}
-    if settings.storage_uri.split(":", 1)[0].startswith("redis"):
-        # Short socket timeouts: a Redis that stops answering (not one that refuses) must not hold requests.
-        options = {
-            "key_prefix": settings.storage_key_prefix,
-            "wrap_exceptions": True,
-            "socket_connect_timeout": 0.25,
-            "socket_timeout": 0.25,
-        }
-    return strategies.MovingWindowRateLimiter(storage.storage_from_string(settings.storage_uri, **options))
+    and raising StorageError (not the driver's own exceptions) when the storage is unreachable.
+
+    The asyncio storage of the same scheme (``async+redis://``, ``async+memory://``): requests are limited on
+    the event loop without a thread hop, and a slow Redis holds only the requests that wait for it."""
+    uri = f"async+{settings.storage_uri}"
+    if not settings.storage_uri.split(":", 1)[0].startswith("redis"):
+        return _Limiter(strategies.MovingWindowRateLimiter(storage.storage_from_string(uri)), None)
+    # Short socket timeouts: a Redis that stops answering (not one that refuses) must not hold requests.
+    pool = redis.asyncio.ConnectionPool.from_url(
+        settings.storage_uri,
+        socket_connect_timeout=settings.storage_timeout_seconds,
+        socket_timeout=settings.storage_timeout_seconds,
+    )
+    store = storage.storage_from_string(
+        uri,
+        key_prefix=settings.storage_key_prefix,
+        wrap_exceptions=True,
+        implementation="redispy",  # redis-py's asyncio client, already a dependency
+        connection_pool=pool,  # type: ignore[arg-type]  # passed through to redis-py's client
+    )
+    return _Limiter(strategies.MovingWindowRateLimiter(store), pool)
 
 
 def _engine(settings: Settings, vault: VaultSecretStore | None) -> Engine:

@@ -155,6 +155,9 @@ class LimitsSettings(_Section):
     storage_key_prefix: str = Field(
         default="antenna", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="namespace of the counters in Redis"
     )
+    storage_timeout_seconds: float = Field(
+        default=0.25, gt=0, le=10, description="how long a request waits for Redis before going on unlimited"
+    )
     environment_allowlist: list[str] = Field(
         default_factory=lambda: [
             "OMP_NUM_THREADS",

@@ -43,10 +43,19 @@ async def principal(
         rt.log_refusal(reason, exc.detail)
         raise
     request.state.person = who.person
-    rt.rate_limit("requests", who.person, rt.settings.limits.requests_per_minute)
+    await rt.rate_limit("requests", who.person, rt.settings.limits.requests_per_minute)
     return who
 
 
 PrincipalDep = Annotated[Principal, Depends(principal)]
 
-__all__ = ["PrincipalDep", "RateLimited", "RuntimeDep"]
+
+async def submitter(who: PrincipalDep, rt: RuntimeDep) -> Principal:
+    """The principal, counted against the submission limit too (on the event loop, not in the thread pool)."""
+    await rt.rate_limit("submissions", who.person, rt.settings.limits.submissions_per_minute)
+    return who
+
+
+SubmitterDep = Annotated[Principal, Depends(submitter)]
+
+__all__ = ["PrincipalDep", "RateLimited", "RuntimeDep", "SubmitterDep"]

@@ -10,7 +10,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Header, Path, Query, Response, status
 from fastapi.responses import PlainTextResponse
 
-from gateway.api.deps import PrincipalDep, RuntimeDep
+from gateway.api.deps import PrincipalDep, RuntimeDep, SubmitterDep
 from gateway.api.problems import AUTHENTICATED, problem_responses
 from gateway.api.schemas import JobOut, JobPageOut, JobQuery, ResolveIn
 from gateway.errors import AntennaError, NotFound, SiteUnavailable
@@ -39,12 +39,11 @@ IdempotencyKey = Annotated[
     responses=problem_responses(400, 403, 409, 413, 422),
 )
 def submit(
-    spec: JobSpec, who: PrincipalDep, rt: RuntimeDep, response: Response, idempotency_key: IdempotencyKey = None
+    spec: JobSpec, who: SubmitterDep, rt: RuntimeDep, response: Response, idempotency_key: IdempotencyKey = None
 ) -> JobOut:
     site = rt.settings.site(spec.site)
     if site is not None and site.when_unavailable == "refuse" and not rt.health.is_up(spec.site):
         raise SiteUnavailable(f"site {spec.site} is unavailable: {rt.health.last_error(spec.site)}")
-    rt.rate_limit("submissions", who.person, rt.settings.limits.submissions_per_minute)
     try:
         result = rt.jobs.submit(who, spec, idempotency_key=idempotency_key)
     except AntennaError as exc:  # counted by kind (a bounded set of slugs), then answered as a problem
