@@ -181,6 +181,9 @@ class ForwarderSettings(_Section):
     max_attempts: int = Field(default=8, ge=1)
     backoff_base_seconds: float = Field(default=1.0, gt=0)
     backoff_max_seconds: float = Field(default=300.0, gt=0)
+    uncertain_retry_seconds: float = Field(
+        default=30.0, gt=0, description="after a call that may have reached the site, the wait before looking it up"
+    )
     lost_lookup_seconds: float = Field(
         default=900.0, gt=0, description="how often a lost job (the site may have it) is looked up by its stamp"
     )

@@ -192,6 +192,12 @@ class Forwarder:
     def _finish(self, session: Session, *, claim: Claim, site_job_id: str | None = None, error: str = "") -> None:
         entry = self._held(session, claim)
         if entry is None:
+            if site_job_id is not None and entry_done(session, claim):
+                # Found after an operator resolved it (or after another worker recorded it): say so loudly.
+                log.error(
+                    "job found at the site after its entry was closed: check its reservation",
+                    extra={"job_id": claim.job_id, "site": claim.site, "site_job_id": site_job_id},
+                )
             return
         now = self.clock.now()
         entry.done_at, entry.leased_until, entry.last_error = now, None, error[:500]
@@ -316,13 +322,16 @@ class Forwarder:
         claims = [o.keywords["claim"] for o in outcomes]
         loaded: list[object] = []  # held: the session's identity map keeps only weak references
         if claims:  # load the rows in two queries, not two per outcome
-            # Locked: a claim by another worker waits for this transaction, so the lease checked is the lease
-            # written against (the fence of _held). Entries first, in id order, as claims lock them.
+            # Locked, jobs first and then entries, each in id order, as cancel, resolve and the sync lock them:
+            # a cancel cannot slip in between reading a job and writing it, and another worker's claim waits
+            # for this transaction, so the lease checked is the lease written against (the fence of _held).
+            jobs = select(Job).where(Job.id.in_({c.job_id for c in claims}))
             entries = select(OutboxEntry).where(OutboxEntry.id.in_([c.entry_id for c in claims]))
             if session.get_bind().dialect.name == "postgresql":
+                jobs = jobs.order_by(Job.id).with_for_update()
                 entries = entries.order_by(OutboxEntry.id).with_for_update()
+            loaded += session.scalars(jobs)
             loaded += session.scalars(entries)
-            loaded += session.scalars(select(Job).where(Job.id.in_([c.job_id for c in claims])))
         with session.no_autoflush:  # one flush for all of them, not one before each read
             for outcome in outcomes:
                 outcome(session)
@@ -409,7 +418,7 @@ class Forwarder:
             return
         # Whether the site may have the job whatever this delivery finds: an earlier attempt may have reached it.
         uncertain = claim.action == "submit" and (claim.attempts > 1 or claim.find_only)
-        submitting = False
+        looking = submitting = False
         try:
             found: str | None = None
             # Never outlive the lease: another worker may take the entry once it expires.
@@ -417,8 +426,9 @@ class Forwarder:
                 if claim.action == "submit":
                     if uncertain:  # never submit twice
                         self._check_lease(claim)
+                        looking = True
                         found = await connector.find(account=request.account, job_id=request.job_id)
-                        uncertain = False  # looked up, and the lease is ours: nobody else is submitting it
+                        looking = uncertain = False  # looked up, and the lease is ours: nobody else submits it
                     if found is None and claim.find_only:
                         if claim.cancel_requested:
                             self._outcomes.append(functools.partial(self._not_at_site, claim=claim))
@@ -442,15 +452,12 @@ class Forwarder:
             )
             return
         except SiteRejected as exc:
-            reason = exc.detail
-            log.warning("site refused job", extra={"job_id": claim.job_id, "site": claim.site, "reason": reason})
-            if not isinstance(exc, SiteAuthFailed):
-                # The site answered. A refusal of our credentials says nothing good about the site: a wrong
-                # cluster key refuses everyone, so it must not close a circuit another failure opened.
-                self.health.success(claim.site)
-            self.metrics.forwarded.labels(claim.site, claim.action, "rejected").inc()
-            self.metrics.connector_errors.labels(claim.site, exc.slug).inc()
-            self._outcomes.append(functools.partial(self._reject, claim=claim, reason=reason))
+            if looking:
+                # A refused lookup says nothing about the job (a rotated key refuses every call): it may
+                # still be at the site, so it is never voided for it.
+                self._transient(claim, exc, uncertain=True)
+            else:
+                self._refused(claim, exc)
             return
         except (AntennaError, OSError, TimeoutError) as exc:
             if submitting and isinstance(exc, SiteUnavailable) and exc.not_sent:
@@ -460,6 +467,17 @@ class Forwarder:
         self.health.success(claim.site)
         self._outcomes.append(functools.partial(self._finish, claim=claim, site_job_id=found))
         self.metrics.forwarded.labels(claim.site, claim.action, "delivered").inc()
+
+    def _refused(self, claim: Claim, exc: SiteRejected) -> None:
+        """The site refused the submission (or the cancel) itself: final."""
+        log.warning("site refused job", extra={"job_id": claim.job_id, "site": claim.site, "reason": exc.detail})
+        if not isinstance(exc, SiteAuthFailed):
+            # The site answered. A refusal of our credentials says nothing good about the site: a wrong
+            # cluster key refuses everyone, so it must not close a circuit another failure opened.
+            self.health.success(claim.site)
+        self.metrics.forwarded.labels(claim.site, claim.action, "rejected").inc()
+        self.metrics.connector_errors.labels(claim.site, exc.slug).inc()
+        self._outcomes.append(functools.partial(self._reject, claim=claim, reason=exc.detail))
 
     def _check_lease(self, claim: Claim) -> None:
         if asyncio.get_running_loop().time() >= claim.deadline:
@@ -487,6 +505,8 @@ class Forwarder:
             return
         self.metrics.forwarded.labels(claim.site, claim.action, "retry").inc()
         log.info("forwarding will retry", extra={"job_id": claim.job_id, "site": claim.site, "error": detail})
+        if uncertain:  # the site may still be taking the request in: look it up only after it has had time
+            wait = max(wait, self.settings.uncertain_retry_seconds)
         self._outcomes.append(functools.partial(self._retry_later, claim=claim, error=detail, retry_after=wait))
 
     def wake(self) -> None:
@@ -533,6 +553,10 @@ class Forwarder:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self._flush()
+
+
+def entry_done(session: Session, claim: Claim) -> bool:
+    return session.get_one(OutboxEntry, claim.entry_id).done_at is not None
 
 
 class _LeaseLost(Exception):

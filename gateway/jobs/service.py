@@ -289,13 +289,20 @@ class JobService:
             if JobState(job.state).is_final:
                 raise Conflict(f"job {job_id} has already ended ({job.state})")
             now = self.clock.now()
-            if job.cancel_requested_at is not None:
-                return self._view(session, job)  # asked already; the forwarder is looking it up at the site
             never_tried = job.state == JobState.ACCEPTED.value and _close_untried_submission(session, job_id, now)
-            if job.state in (JobState.ACCEPTED.value, JobState.LOST.value) and not never_tried:
+            if job.site_job_id is None and not never_tried:
                 # The submission is in flight, or an earlier attempt may have reached the site: the forwarder
                 # finds it by its stamp and cancels it there, or, when the site never had it, voids it here.
-                job.cancel_requested_at = now
+                if job.cancel_requested_at is None:
+                    job.cancel_requested_at = now
+                    session.add(
+                        JobEvent(
+                            job_id=job_id,
+                            state=job.state,
+                            at=now,
+                            detail=f"cancel requested by {principal.person}; looking the job up at the site first",
+                        )
+                    )
                 session.execute(  # look now, not after the entry's backoff (unless a delivery holds it)
                     update(OutboxEntry)
                     .where(
@@ -304,14 +311,6 @@ class JobService:
                         OutboxEntry.leased_until.is_(None) | (OutboxEntry.leased_until < now),
                     )
                     .values(available_at=now)
-                )
-                session.add(
-                    JobEvent(
-                        job_id=job_id,
-                        state=job.state,
-                        at=now,
-                        detail=f"cancel requested by {principal.person}; looking the job up at the site first",
-                    )
                 )
             elif job.state == JobState.ACCEPTED.value:
                 record_transition(session, job, JobState.CANCELLED, now, f"cancelled by {principal.person}")
@@ -338,8 +337,9 @@ class JobService:
         return self.db.run(work)
 
     def resolve(self, principal: Principal, job_id: str, *, charge: Decimal | None, reason: str) -> JobView:
-        """An operator ends a ``lost`` job: charge ``charge`` (what the site's own records say it ran), or void
-        it (``charge`` None). Recorded in the ledger's journal with the operator and the reason."""
+        """An operator ends a ``lost`` job, or an unfinished job of a site retired from the configuration: charge
+        ``charge`` (what the site's own records say it ran), or void it (``charge`` None). Recorded in the
+        ledger's journal with the operator and the reason."""
         if not principal.has_role("antenna-operator"):
             raise Forbidden("resolving a lost job needs the antenna-operator role")
         if not reason.strip():
@@ -349,8 +349,12 @@ class JobService:
             job = session.get(Job, job_id, with_for_update=True)
             if job is None:
                 raise NotFound(f"no job {job_id}")
-            if job.state != JobState.LOST.value:
-                raise Conflict(f"job {job_id} is {job.state}, not lost: only a lost job is resolved by hand")
+            retired = job.site not in self.settings.sites and not JobState(job.state).is_final
+            if job.state != JobState.LOST.value and not retired:
+                raise Conflict(
+                    f"job {job_id} is {job.state}: only a lost job, or an unfinished job of a site no longer "
+                    "configured, is resolved by hand"
+                )
             now = self.clock.now()
             session.execute(  # stop looking for it
                 update(OutboxEntry)

@@ -118,7 +118,7 @@ def gateway_settings(
         "database": database,
         "oidc": {"issuer": issuer},
         "sites": {SITE: site},
-        "forwarder": {"enabled": False},
+        "forwarder": {"enabled": False, "uncertain_retry_seconds": 0.2},
     }
     for name, section in sections.items():
         values[name] = {**values.get(name, {}), **section}

@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from gateway.clock import FakeClock
 from gateway.connectors.base import Connector, SiteJobStatus, SiteState
 from gateway.connectors.local import LocalConnector
 from gateway.devmode import dev_site
-from gateway.errors import ConfigurationError
+from gateway.errors import ConfigurationError, SiteAuthFailed
 from gateway.jobs.invariants import check_jobs
+from gateway.jobs.models import OutboxEntry
 from gateway.ledger.models import LedgerEntry
 from gateway.ledger.service import check_invariants
 from gateway.settings import load_settings
@@ -159,3 +160,22 @@ def test_item5_a_site_without_accounting_is_refused_outside_development(tmp_path
     settings = load_settings(None, database={"url": f"sqlite:///{tmp_path / 'a.db'}"}, sites=sites)
     with pytest.raises(ConfigurationError, match=r"sites\.lumi\.options\.accounting"):
         settings.check_production()
+
+
+async def test_item3_a_refused_lookup_never_voids_a_job_the_site_may_have(
+    tmp_path: Path, test_idp: LoopbackIdP, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_gateway(tmp_path, test_idp, forwarder={"max_attempts": 2}) as gw:
+        job = await gw.submit()
+        # As after an attempt whose answer was lost: the next one looks the job up before submitting.
+        gw.rt.db.run(lambda s: s.execute(update(OutboxEntry).values(attempts=1)))
+
+        async def refuse(**_: Any) -> str | None:
+            raise SiteAuthFailed(f"{SITE}: the site refused the credentials (a rotated key)")
+
+        monkeypatch.setattr(gw.rt.connectors[SITE], "find", refuse)
+        await gw.rt.forwarder.run_once()
+        held = await gw.job(job["id"])
+        assert held["state"] == "lost"  # not rejected: the refusal said nothing about the job
+        assert Decimal((await gw.balance())["reserved"]) == Decimal(job["reserved"])
+        assert sound(gw) == []

@@ -113,7 +113,12 @@ def gateway_settings(
         "database": {"url": database_url},
         "oidc": {"issuer": idp.issuer},
         "sites": dict(sites),
-        "forwarder": {"enabled": False, "backoff_base_seconds": 0.2, "backoff_max_seconds": 2.0},
+        "forwarder": {
+            "enabled": False,
+            "backoff_base_seconds": 0.2,
+            "backoff_max_seconds": 2.0,
+            "uncertain_retry_seconds": 0.5,
+        },
         "limits": {"submissions_per_minute": 10_000, "requests_per_minute": 100_000},
         "logging": {"level": "WARNING"},
     }

@@ -58,7 +58,12 @@ async def test_item3_an_answer_lost_after_the_site_accepted_keeps_the_job_lost_a
 ) -> None:
     with proxy_to(str(slurm_stack.cluster("lumi").slurmrestd_url)) as proxy:
         sites = {"lumi": stack_sites(slurm_stack, lumi={"options": {"url": proxy.url}})["lumi"]}
-        forwarding = {"max_attempts": 2, "backoff_base_seconds": 0.05, "lost_lookup_seconds": 0.5}
+        forwarding = {
+            "max_attempts": 2,
+            "backoff_base_seconds": 0.05,
+            "uncertain_retry_seconds": 0.1,
+            "lost_lookup_seconds": 0.5,
+        }
         async with stack_gateway(slurm_stack, test_idp, tmp_path, sites=sites, forwarder=forwarding) as gw:
             proxy.drop_answers = {"POST", "GET"}  # the site does the work; the gateway never hears of it
             job = await gw.submit(site="lumi", partition="small", script=TRUE)
