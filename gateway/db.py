@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -56,12 +57,52 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+@dataclass(frozen=True)
+class Timeouts:
+    """Bounds on every PostgreSQL connection, so a database that stops answering fails a call instead of
+    holding it (and the task that made it) for ever: connecting, a statement, waiting for a lock, a
+    transaction left idle. TCP keepalives find a connection whose peer vanished without closing it."""
+
+    connect_seconds: int = 10
+    statement_seconds: float = 60.0
+    lock_seconds: float = 30.0
+    idle_in_transaction_seconds: float = 120.0
+    keepalive_idle_seconds: int = 30
+
+
+def make_engine(url: str, *, pool_size: int = 10, timeouts: Timeouts = Timeouts(), **options: Any) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 5, "check_same_thread": False})
         _make_sqlite_serialisable(engine)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    connect_args = {
+        "connect_timeout": timeouts.connect_seconds,
+        "keepalives": 1,
+        "keepalives_idle": timeouts.keepalive_idle_seconds,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
+    options.setdefault("max_overflow", pool_size)
+    engine = create_engine(url, pool_size=pool_size, pool_pre_ping=True, connect_args=connect_args, **options)
+    bound_postgresql_sessions(engine, timeouts)
+    return engine
+
+
+def bound_postgresql_sessions(engine: Engine, timeouts: Timeouts) -> None:
+    """Set the statement, lock and idle-transaction timeouts on each new connection (as session settings: the
+    URL's own ``options``, e.g. a search_path, stay as they are)."""
+    settings = {
+        "statement_timeout": int(timeouts.statement_seconds * 1000),
+        "lock_timeout": int(timeouts.lock_seconds * 1000),
+        "idle_in_transaction_session_timeout": int(timeouts.idle_in_transaction_seconds * 1000),
+    }
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        with dbapi_conn.cursor() as cursor:
+            for name, value in settings.items():
+                cursor.execute(f"SET {name} = {value}")
+        dbapi_conn.commit()
 
 
 def _make_sqlite_serialisable(engine: Engine) -> None:
@@ -80,12 +121,13 @@ def _make_sqlite_serialisable(engine: Engine) -> None:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    """Lock contention (SQLite) or a serialisation failure / deadlock (PostgreSQL): safe to retry whole."""
+    """Lock contention (SQLite), or a serialisation failure, deadlock or lock timeout (PostgreSQL): safe to
+    retry whole."""
     if isinstance(exc, OperationalError) and "database is locked" in str(exc):
         return True
     if isinstance(exc, DBAPIError):
         code = getattr(exc.orig, "sqlstate", None)
-        return code in ("40001", "40P01")
+        return code in ("40001", "40P01", "55P03")
     return False
 
 

@@ -18,7 +18,7 @@ import redis.asyncio
 from limits import RateLimitItemPerMinute, storage
 from limits.aio import strategies
 from limits.errors import StorageError
-from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from gateway.clock import Clock, SystemClock
@@ -42,6 +42,7 @@ from gateway.secrets.database import pool_recycle_seconds, use_dynamic_credentia
 from gateway.secrets.fake import FakeSecretStore
 from gateway.secrets.vault import VaultSecretStore
 from gateway.settings import LimitsSettings, Settings
+from gateway.supervision import Supervisor
 
 log = logging.getLogger("antenna")
 LIMITER_RETRY_SECONDS = 10.0  # how long requests go unlimited after the rate-limit storage failed
@@ -71,8 +72,9 @@ class Runtime:
     secrets: SecretStore
     http: httpx.AsyncClient
     limiter: _Limiter
+    supervisor: Supervisor
+    _stop: asyncio.Event
     dev: DevMode | None = None
-    _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _limiter_warned_at: float = float("-inf")
     _limiter_down_until: float = float("-inf")
@@ -246,17 +248,20 @@ class Runtime:
         while not self._stop.is_set():
             try:
                 await self.reconcile_due()
-            except Exception:  # a bug or a database failover: say so, keep the schedule (the gauge's alert needs it)
-                log.exception("reconciliation run failed")
+            except Exception as exc:  # a bug or a database failover: say so, keep the schedule (the alert needs it)
+                self.supervisor.failed("reconciliation", exc)
+            else:
+                self.supervisor.beat("reconciliation")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=tick)
 
     async def start_background(self) -> None:
+        """The forwarder, the status sync and reconciliation, each restarted by the supervisor if it ends."""
         if self.settings.forwarder.enabled:
-            self._tasks.append(asyncio.create_task(self.forwarder.run_forever(self._stop)))
-            self._tasks.append(asyncio.create_task(self.sync.run_forever(self._stop)))
+            self._tasks.append(self.supervisor.spawn("forwarder", lambda: self.forwarder.run_forever(self._stop)))
+            self._tasks.append(self.supervisor.spawn("status-sync", lambda: self.sync.run_forever(self._stop)))
             if self.settings.reconciliation.enabled:
-                self._reconciling = asyncio.create_task(self._reconcile_forever())
+                self._reconciling = self.supervisor.spawn("reconciliation", self._reconcile_forever)
                 self._tasks.append(self._reconciling)
 
     async def aclose(self) -> None:
@@ -307,13 +312,15 @@ def _limiter(settings: LimitsSettings) -> _Limiter:
 
 def _engine(settings: Settings, vault: VaultSecretStore | None) -> Engine:
     """The database engine; with ``vault.database_role`` it logs in with Vault's short-lived credentials."""
+    database = settings.database
     if vault is None or not settings.vault.database_role:
-        return make_engine(settings.database.url, pool_size=settings.database.pool_size)
+        return make_engine(database.url, pool_size=database.pool_size, timeouts=database.timeouts())
     credentials = vault.database_credentials_blocking()
-    engine = create_engine(
-        settings.database.url,
-        pool_size=settings.database.pool_size,
-        pool_pre_ping=True,
+    engine = make_engine(
+        database.url,
+        pool_size=database.pool_size,
+        timeouts=database.timeouts(),
+        max_overflow=10,
         pool_recycle=pool_recycle_seconds(credentials.lease_seconds, 2 / 3),
     )
     use_dynamic_credentials(engine, vault)
@@ -366,12 +373,28 @@ def build_runtime(
     metrics.watch_sites(health.is_up, settings.sites)
     if vault is not None:
         metrics.watch_vault(vault.metrics)
+    stop = asyncio.Event()
+    supervisor = Supervisor(stop)
     forwarder = Forwarder(
-        db=db, connectors=connectors, health=health, settings=settings.forwarder, clock=clock, metrics=metrics
+        db=db,
+        connectors=connectors,
+        health=health,
+        settings=settings.forwarder,
+        clock=clock,
+        metrics=metrics,
+        supervisor=supervisor,
     )
     # The API's routes wake this process's forwarder themselves: its notifications need not wake it again.
     jobs = JobService(db=db, settings=settings, clock=clock, origin=forwarder.worker)
-    sync = StatusSync(db=db, connectors=connectors, health=health, settings=settings, clock=clock, metrics=metrics)
+    sync = StatusSync(
+        db=db,
+        connectors=connectors,
+        health=health,
+        settings=settings,
+        clock=clock,
+        metrics=metrics,
+        supervisor=supervisor,
+    )
     limiter = _limiter(settings.limits)
     runtime = Runtime(
         settings=settings,
@@ -388,6 +411,8 @@ def build_runtime(
         secrets=secrets,
         http=http,
         limiter=limiter,
+        supervisor=supervisor,
+        _stop=stop,
         dev=dev,
     )
     runtime_holder.append(runtime)

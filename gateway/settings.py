@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from gateway.billing import BillingFormula, StorageFormula
+from gateway.db import Timeouts
 from gateway.errors import ConfigurationError
 
 KNOWN_CONNECTORS = ("local", "slurmrestd", "ssh", "firecrest", "unicore")
@@ -50,6 +51,16 @@ class DatabaseSettings(_Section):
     pool_size: int = Field(default=10, ge=1, le=200)
     migrate_on_start: bool = Field(default=True, description="run Alembic migrations at start")
     sqlite_busy_retries: int = Field(default=5, ge=0, le=50)
+    connect_timeout_seconds: int = Field(default=10, ge=1, le=300)
+    statement_timeout_seconds: float = Field(default=60.0, gt=0, description="PostgreSQL's statement_timeout")
+    lock_timeout_seconds: float = Field(default=30.0, gt=0, description="PostgreSQL's lock_timeout")
+
+    def timeouts(self) -> Timeouts:
+        return Timeouts(
+            connect_seconds=self.connect_timeout_seconds,
+            statement_seconds=self.statement_timeout_seconds,
+            lock_seconds=self.lock_timeout_seconds,
+        )
 
 
 class OIDCSettings(_Section):

@@ -74,6 +74,8 @@ async def readyz(rt: RuntimeDep) -> Response:
         # Degraded, not unready: reads and cached credentials still work, and taking every replica out of
         # service during a Vault outage would turn a partial outage into a total one.
         checks["secrets"] = f"degraded: {exc.detail}"
+    for name, problem in rt.supervisor.problems().items():  # a loop that cannot run: this replica is no use
+        ready, checks[f"loop:{name}"] = False, problem
     for name in rt.settings.sites:
         checks[f"site:{name}"] = "ok" if rt.health.is_up(name) else f"down: {rt.health.last_error(name)}"
     body = HealthOut(status="ready" if ready else "not ready", checks=checks)

@@ -47,6 +47,7 @@ from gateway.jobs.service import record_transition
 from gateway.ledger import service as ledger
 from gateway.metrics import Metrics
 from gateway.settings import ForwarderSettings
+from gateway.supervision import Supervisor
 
 log = logging.getLogger("antenna.forwarder")
 LEASE = timedelta(seconds=120)
@@ -80,6 +81,7 @@ class Forwarder:
         metrics: Metrics,
         lease: timedelta = LEASE,
         max_in_flight_per_site: int = MAX_IN_FLIGHT_PER_SITE,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.db = db
         self.connectors = connectors
@@ -89,6 +91,7 @@ class Forwarder:
         self.metrics = metrics
         self.lease = lease
         self.max_in_flight = max_in_flight_per_site
+        self.supervisor = supervisor or Supervisor(asyncio.Event())
         self.worker = f"fwd-{uuid.uuid4().hex[:8]}"
         self._claimed: Counter[str] = Counter()  # claims (and probes) not finished yet, per site
         self._slots: dict[str, asyncio.Semaphore] = {}  # at most max_in_flight calls at once per site
@@ -536,13 +539,19 @@ class Forwarder:
     async def _deliver_until(self, stop: asyncio.Event, grace_seconds: float) -> None:
         while not stop.is_set():
             self._room.clear()
+            timeout = self.settings.poll_seconds
             try:
                 await self._cycle()
-            except AntennaError as exc:  # e.g. the database busy: wait and go on
-                log.warning("forwarder cycle failed", extra={"error": exc.detail})
+            except Exception as exc:  # the database down, a bug: back off and go on; /readyz shows it
+                timeout = self.supervisor.failed("forwarder", exc)
+                self._signals += 1  # look again once backed off: what failed is still due
+            else:
+                self.supervisor.beat("forwarder")
             # Until a delivery ends, new work is woken in, or the poll interval passes.
             waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._room.wait())]
-            done, _ = await asyncio.wait(waits, timeout=self.settings.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+            if timeout > self.settings.poll_seconds:
+                waits.pop()  # backing off: a delivery ending is no reason to try the database sooner
+            done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if not done:  # the poll: entries whose backoff or another worker's lease ran out meanwhile
                 self._signals += 1
             for waiter in waits:

@@ -34,6 +34,7 @@ from gateway.jobs.service import active_site_jobs, record_transition
 from gateway.ledger import service as ledger
 from gateway.metrics import Metrics
 from gateway.settings import Settings
+from gateway.supervision import Supervisor
 
 log = logging.getLogger("antenna.sync")
 
@@ -65,7 +66,9 @@ class StatusSync:
         settings: Settings,
         clock: Clock,
         metrics: Metrics,
+        supervisor: Supervisor | None = None,
     ) -> None:
+        self.supervisor = supervisor or Supervisor(asyncio.Event())
         self.db = db
         self.connectors = connectors
         self.health = health
@@ -204,22 +207,29 @@ class StatusSync:
         names = [s for s in (sites or list(self.connectors)) if self.health.acquire(s)]
         counts = await asyncio.gather(*(self.sync_site(s) for s in names), return_exceptions=True)
         total = 0
+        failure: BaseException | None = None
         for site, count in zip(names, counts, strict=True):
             if isinstance(count, BaseException):
                 log.error("status sync failed", extra={"site": site, "error": repr(count)})
+                failure = failure or count
             else:
                 total += count
+        if failure is not None and not isinstance(failure, AntennaError):
+            raise failure  # not a site's trouble (the database, a bug): the round failed
         return total
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         interval = min((s.status_interval_seconds for s in self.settings.sites.values()), default=15.0)
         while not stop.is_set():
+            wait = interval
             try:
                 await self.run_once()
-            except AntennaError as exc:
-                log.warning("status sync cycle failed", extra={"error": exc.detail})
+            except Exception as exc:  # the database down, a bug: back off and go on; /readyz shows it
+                wait = max(interval, self.supervisor.failed("status-sync", exc))
+            else:
+                self.supervisor.beat("status-sync")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+                await asyncio.wait_for(stop.wait(), timeout=wait)
 
 
 def _forgotten_after(job: Job, grace: timedelta) -> datetime:
