@@ -37,6 +37,7 @@ from gateway.ledger.models import AccountKind, LedgerAccount
 from gateway.ledger.reconcile import Reconciliation, reconcile_session
 from gateway.metrics import LedgerFigures, Metrics, Snapshot
 from gateway.migrations import migrate
+from gateway.readiness import Readiness
 from gateway.secrets import SecretStore
 from gateway.secrets.database import pool_recycle_seconds, use_dynamic_credentials
 from gateway.secrets.fake import FakeSecretStore
@@ -73,6 +74,7 @@ class Runtime:
     http: httpx.AsyncClient
     limiter: _Limiter
     supervisor: Supervisor
+    readiness: Readiness
     _stop: asyncio.Event
     dev: DevMode | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -256,7 +258,9 @@ class Runtime:
                 await asyncio.wait_for(self._stop.wait(), timeout=tick)
 
     async def start_background(self) -> None:
-        """The forwarder, the status sync and reconciliation, each restarted by the supervisor if it ends."""
+        """Readiness, the forwarder, the status sync and reconciliation, each restarted by the supervisor if it
+        ends."""
+        self._tasks.append(self.supervisor.spawn("readiness", lambda: self.readiness.run_forever(self._stop)))
         if self.settings.forwarder.enabled:
             self._tasks.append(self.supervisor.spawn("forwarder", lambda: self.forwarder.run_forever(self._stop)))
             self._tasks.append(self.supervisor.spawn("status-sync", lambda: self.sync.run_forever(self._stop)))
@@ -412,6 +416,7 @@ def build_runtime(
         http=http,
         limiter=limiter,
         supervisor=supervisor,
+        readiness=Readiness(db=db, keys=keys, secrets=secrets, supervisor=supervisor),
         _stop=stop,
         dev=dev,
     )

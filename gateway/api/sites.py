@@ -9,7 +9,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.api.deps import PrincipalDep, RuntimeDep
 from gateway.api.problems import AUTHENTICATED
 from gateway.api.schemas import HealthOut, PartitionOut, SiteOut
-from gateway.errors import AntennaError
 
 router = APIRouter()
 
@@ -52,28 +51,11 @@ def healthz() -> HealthOut:
 
 @router.get("/readyz", response_model=HealthOut, tags=["health"], responses={503: {"model": HealthOut}})
 async def readyz(rt: RuntimeDep) -> Response:
-    """Ready when the database answers, the key set is loaded and secrets can be served; sites are reported."""
-    from anyio import to_thread
-
-    checks: dict[str, str] = {}
-    ready = True
-    try:
-        await to_thread.run_sync(lambda: rt.db.run(lambda s: s.connection().exec_driver_sql("SELECT 1")))
-        checks["database"] = "ok"
-    except Exception as exc:  # readiness reports any failure as text
-        ready, checks["database"] = False, f"error: {type(exc).__name__}"
-    # Warming here, not only on a token's arrival: a replica that started while the IdP was away gets no
-    # traffic until it is ready, so waiting for a request to fetch the keys would keep it out for good.
-    keys_ready = await rt.keys.warm()
-    checks["keys"] = "ok" if keys_ready else "not loaded"
-    ready = ready and keys_ready
-    try:
-        await rt.secrets.check()
-        checks["secrets"] = "ok"
-    except AntennaError as exc:
-        # Degraded, not unready: reads and cached credentials still work, and taking every replica out of
-        # service during a Vault outage would turn a partial outage into a total one.
-        checks["secrets"] = f"degraded: {exc.detail}"
+    """Ready when the database answers, the key set is at hand and every background loop runs; Vault, a slow
+    issuer with valid cached keys and the sites are reported. Answers from the state a background loop keeps
+    (gateway/readiness.py): the probe never waits on a dependency."""
+    snapshot = await rt.readiness.current()
+    checks, ready = dict(snapshot.checks), snapshot.ready
     for name, problem in rt.supervisor.problems().items():  # a loop that cannot run: this replica is no use
         ready, checks[f"loop:{name}"] = False, problem
     for name in rt.settings.sites:

@@ -2,9 +2,9 @@
 
 Keys come only from the JWKS named by the configured issuer's own discovery document. A fresh set is
 reused for ``cache_seconds``; an unknown ``kid`` refetches at most once per cooldown window, one fetch
-shared by every waiting request; while the issuer is unreachable the last good set keeps serving for
-``stale_seconds`` past its normal refresh; a successful refresh replaces the set, so removed keys stop
-working.
+shared by every waiting request (while it runs, the keys at hand keep serving); while the issuer is
+unreachable the last good set keeps serving for ``stale_seconds`` past its normal refresh; a successful
+refresh replaces the set, so removed keys stop working.
 """
 
 from __future__ import annotations
@@ -126,6 +126,7 @@ class KeySetCache:
         self._timeout = timeout_seconds
         self._on_fetch = on_fetch
         self._lock = asyncio.Lock()
+        self._refreshing: asyncio.Task[None] | None = None
         self._keys: dict[str, PyJWK] = {}
         self._fetched_at: datetime | None = None
         self._last_attempt: datetime | None = None
@@ -156,12 +157,12 @@ class KeySetCache:
     async def key(self, kid: str) -> PyJWK:
         now = self._clock.now()
         key = self._keys.get(kid)
-        # While another request refreshes an aged set, its keys keep serving: nobody else waits.
+        # While a refresh of an aged set is under way (a request's, or readiness's), its keys keep serving.
         if key is not None and (self._fresh(now) or (self._lock.locked() and self.ready())):
             return key
         # A fetch already under way may bring an unknown kid: wait for it rather than refuse.
         if self._may_fetch(now) or self._lock.locked():
-            await self._refresh()
+            await asyncio.shield(self._start_refresh())
         if not self.ready():
             raise InvalidToken("the issuer's key set is unavailable", reason="keys_unavailable")
         try:
@@ -174,10 +175,17 @@ class KeySetCache:
         return self._fetched_at is not None and self._clock.now() < self._fetched_at + self._cache + self._stale
 
     async def warm(self) -> bool:
-        """Fetch the key set now if it is due (subject to the cooldown); return ``ready()``."""
-        if self._may_fetch(self._clock.now()):
-            await self._refresh()
+        """Fetch the key set now if it is due (subject to the cooldown); return ``ready()``. A caller that
+        stops waiting (a bounded readiness check) leaves the fetch running for the next one."""
+        if self._may_fetch(self._clock.now()) or self._lock.locked():
+            await asyncio.shield(self._start_refresh())
         return self.ready()
+
+    def _start_refresh(self) -> asyncio.Task[None]:
+        """The refresh under way, or a new one: one fetch at a time, shared by everyone who waits."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.create_task(self._refresh(), name="antenna-jwks-refresh")
+        return self._refreshing
 
     def _fresh(self, now: datetime) -> bool:
         return self._fetched_at is not None and now < self._fetched_at + self._cache

@@ -358,3 +358,25 @@ async def test_a_replica_started_while_the_idp_was_away_becomes_ready_on_its_own
         r = await gw.client.get("/readyz")
         assert (r.status_code, r.json()["checks"]["keys"]) == (200, "ok")
         assert (await gw.client.get("/v1/me", headers=gw.auth(ALICE))).status_code == 200
+
+
+async def test_item9_a_slow_issuer_with_valid_cached_keys_leaves_the_replica_ready_and_serving(
+    tmp_path: Path, test_idp: LoopbackIdP
+) -> None:
+    clock = FakeClock(datetime.now(UTC))
+    async with open_gateway(tmp_path, test_idp, clock=clock) as gw:  # seeding loaded the key set
+        assert gw.rt.keys.ready()
+        clock.advance(gw.rt.settings.oidc.jwks_cache_seconds + 1)  # due for refresh, well within its stale allowance
+        test_idp.gate.clear()  # the issuer holds every answer
+        try:
+            probe = await gw.client.get("/readyz")
+            assert test_idp.held.is_set()  # the probe's refresh reached the issuer, which has not answered
+            assert probe.status_code == 200, probe.text
+            assert probe.json()["checks"]["keys"].startswith("degraded")
+            # An unrelated request, with a token whose key is cached, completes while the issuer still holds.
+            token = gw.token(ALICE, exp=int(clock.now().timestamp()) + 300)
+            me = await gw.client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+            assert me.status_code == 200, me.text
+            assert not test_idp.gate.is_set()
+        finally:
+            test_idp.gate.set()
