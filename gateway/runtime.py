@@ -263,7 +263,9 @@ class Runtime:
         self._tasks.append(self.supervisor.spawn("readiness", lambda: self.readiness.run_forever(self._stop)))
         if self.settings.forwarder.enabled:
             self._tasks.append(self.supervisor.spawn("forwarder", lambda: self.forwarder.run_forever(self._stop)))
-            self._tasks.append(self.supervisor.spawn("status-sync", lambda: self.sync.run_forever(self._stop)))
+            owner = self.forwarder.worker  # this process, as its leases name it
+            sync = functools.partial(self.sync.run_forever, self._stop, owner=owner)
+            self._tasks.append(self.supervisor.spawn("status-sync", sync))
             if self.settings.reconciliation.enabled:
                 self._reconciling = self.supervisor.spawn("reconciliation", self._reconcile_forever)
                 self._tasks.append(self._reconciling)

@@ -142,3 +142,15 @@ class ProjectSite(Base):
     project: Mapped[str] = mapped_column(String(64), primary_key=True)
     site: Mapped[str] = mapped_column(String(64), primary_key=True)
     project_account: Mapped[str] = mapped_column(String(64))
+
+
+class StatusSyncRun(Base):
+    """The last status sync of a site by any replica, and the lease of the one running it now: each site is
+    asked once per ``status_interval_seconds`` however many replicas run."""
+
+    __tablename__ = "status_sync_runs"
+
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

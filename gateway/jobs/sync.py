@@ -1,4 +1,5 @@
-"""Status sync and settlement: one batched status query per site per cycle, never one per job.
+"""Status sync and settlement: one batched status query per site per cycle, never one per job, and one
+cycle per site and ``status_interval_seconds`` across all replicas (a lease in ``status_sync_runs``).
 
 When a job ends, the charge is priced from what the site's accounting reports (elapsed × allocated
 resources) with the partition's formula and booked in the same transaction as the job's final state; a job
@@ -16,11 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from sqlalchemy import or_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from gateway.billing import from_micro, price
@@ -29,7 +34,7 @@ from gateway.connectors.base import Connector, SiteJobStatus, SiteState
 from gateway.connectors.health import SiteHealth, rate_limit_wait
 from gateway.db import Database
 from gateway.errors import AntennaError, SiteUnavailable
-from gateway.jobs.models import AT_SITE_STATES, Job, JobState
+from gateway.jobs.models import AT_SITE_STATES, Job, JobState, StatusSyncRun
 from gateway.jobs.service import active_site_jobs, record_transition
 from gateway.ledger import service as ledger
 from gateway.metrics import Metrics
@@ -218,18 +223,74 @@ class StatusSync:
             raise failure  # not a site's trouble (the database, a bug): the round failed
         return total
 
-    async def run_forever(self, stop: asyncio.Event) -> None:
-        interval = min((s.status_interval_seconds for s in self.settings.sites.values()), default=15.0)
+    async def run_due(self, owner: str) -> list[str]:
+        """Sync each site whose last sync, by any replica, is its ``status_interval_seconds`` old: one replica
+        per site and interval takes a lease on it (a conditional UPDATE), so a site is asked once per interval
+        however many replicas run. Returns the sites this replica synced."""
+        now = self.clock.now()
+        due = []
+        for site in self.connectors:
+            interval = timedelta(seconds=self.settings.sites[site].status_interval_seconds)
+            take = functools.partial(_claim_round, site=site, owner=owner, now=now, interval=interval)
+            if await asyncio.to_thread(self.db.run, take):
+                due.append(site)
+        if not due:
+            return []
+        try:
+            await self.run_once(due)
+        except BaseException:
+            # Let any replica's next tick try again rather than wait out the lease (if the database answers).
+            give_back = functools.partial(_finish_rounds, sites=due, owner=owner, began=None)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.to_thread(self.db.run, give_back), timeout=2)
+            raise
+        done = functools.partial(_finish_rounds, sites=due, owner=owner, began=now)
+        await asyncio.to_thread(self.db.run, done)
+        return due
+
+    async def run_forever(self, stop: asyncio.Event, *, owner: str) -> None:
+        intervals = [s.status_interval_seconds for s in self.settings.sites.values()]
+        tick = max(0.5, min(intervals, default=15.0) / 3)  # a site is synced within a third of its interval
         while not stop.is_set():
-            wait = interval
+            wait = tick
             try:
-                await self.run_once()
+                await self.run_due(owner)
             except Exception as exc:  # the database down, a bug: back off and go on; /readyz shows it
-                wait = max(interval, self.supervisor.failed("status-sync", exc))
+                wait = max(tick, self.supervisor.failed("status-sync", exc))
             else:
                 self.supervisor.beat("status-sync")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=wait)
+
+
+def _claim_round(session: Session, *, site: str, owner: str, now: datetime, interval: timedelta) -> bool:
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(StatusSyncRun).values(site=site).on_conflict_do_nothing())
+    taken = session.execute(
+        update(StatusSyncRun)
+        .where(
+            StatusSyncRun.site == site,
+            or_(StatusSyncRun.leased_until.is_(None), StatusSyncRun.leased_until < now),
+            or_(StatusSyncRun.last_run_at.is_(None), StatusSyncRun.last_run_at <= now - interval),
+        )
+        # A replica that dies mid-round leaves the lease to expire: a round is bounded by the connectors' timeouts.
+        .values(lease_owner=owner, leased_until=now + interval + timedelta(minutes=1))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(taken.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _finish_rounds(session: Session, *, sites: list[str], owner: str, began: datetime | None) -> None:
+    """Give the leases back: with ``began``, the round that started then is done; without, it failed."""
+    values: dict[str, datetime | None] = {"leased_until": None}
+    if began is not None:
+        values["last_run_at"] = began
+    session.execute(
+        update(StatusSyncRun)
+        .where(StatusSyncRun.site.in_(sites), StatusSyncRun.lease_owner == owner)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _forgotten_after(job: Job, grace: timedelta) -> datetime:
