@@ -170,7 +170,10 @@ class SlurmrestdConnector(Connector):
                     "(the account is unknown at the site, or the cluster key is wrong)",
                     token_refused=True,
                 )
-            default = SiteUnavailable if response.status_code >= 500 and not errors else SiteRejected
+            # slurmrestd answers Slurm's own refusals ("Invalid account", ...) with a 500 and the message in
+            # errors[]: classify recognises those. Any other 5xx is the site failing, not refusing: a job that
+            # may have run must never be voided on it.
+            default = SiteUnavailable if response.status_code >= 500 else SiteRejected
             raise classify(self.site, message, default=default)
         return body
 
