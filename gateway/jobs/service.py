@@ -103,7 +103,8 @@ class JobService:
         if not principal.is_member(spec.project):
             raise Forbidden(f"you are not a member of project {spec.project}")
         priced = validate_and_price(spec, self.settings)
-        digest = request_hash(spec)
+        digest = request_hash(spec)  # the request as sent: a replay is recognised by what the person sent
+        spec = priced.spec  # as it will run: the script's #SBATCH lines filled in
 
         def work(session: Session) -> SubmitResult:
             if idempotency_key is not None:

@@ -1,6 +1,7 @@
 """The job spec a person submits, and its validation against the site's partition.
 
-Nothing in the spec chooses the Slurm account, user, QoS or reservation: the gateway sets those.
+Nothing in the spec chooses the Slurm account, user, QoS or reservation: the gateway sets those. The script's
+``#SBATCH`` lines may fill the spec's fields, and nothing else that is priced (gateway/jobs/directives.py).
 Every refusal is an ``InvalidJob`` naming the field, raised before anything is written.
 """
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.billing import BillingFormula, Resources, price
 from gateway.errors import InvalidJob, PayloadTooLarge
+from gateway.jobs.directives import merge_directives, read_directives
 from gateway.settings import LimitsSettings, PartitionSettings, Settings
 
 _TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<h>\d{1,3}):(?P<m>\d{2}):(?P<s>\d{2})$")
@@ -40,14 +42,17 @@ class JobSpec(BaseModel):
     cores: int | None = Field(default=None, ge=1, le=10_000_000, description="total cores (default: 1 per node)")
     memory_gb: int | None = Field(default=None, ge=1, le=100_000_000, description="total memory in GB")
     gpus: int = Field(default=0, ge=0, le=100_000, description="total GPUs (GCDs on LUMI)")
-    time_limit: str | int = Field(description="HH:MM:SS, D-HH:MM:SS, or whole minutes")
+    time_limit: str | int | None = Field(
+        default=None, description="HH:MM:SS, D-HH:MM:SS, or whole minutes; or an #SBATCH --time line in the script"
+    )
     environment: dict[str, str] = Field(default_factory=dict, max_length=64)
     working_directory: str | None = Field(default=None, max_length=1024)
 
     @field_validator("time_limit")
     @classmethod
-    def _time_limit_parses(cls, value: str | int) -> str | int:
-        minutes_of(value)
+    def _time_limit_parses(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            minutes_of(value)
         return value
 
     @field_validator("environment")
@@ -110,10 +115,31 @@ def price_of(formula: BillingFormula, resources: Resources, seconds: int) -> Dec
     return price(formula, resources, seconds)
 
 
+def with_directives(spec: JobSpec) -> JobSpec:
+    """The spec with what the script's ``#SBATCH`` lines ask for filled in (gateway/jobs/directives.py)."""
+    given = {field: getattr(spec, field) for field in spec.model_fields_set}
+    merged = merge_directives(given, read_directives(spec.script), partition=spec.partition)
+    filled = {field: value for field, value in merged.items() if field not in given}
+    if "time_limit" in filled:
+        try:
+            minutes_of(filled["time_limit"])
+        except ValueError as exc:
+            raise InvalidJob(f"#SBATCH --time={filled['time_limit']} (time_limit): {exc}", field="time_limit") from exc
+    if "name" in filled and not re.match(r"^[A-Za-z0-9._-]{1,64}$", str(filled["name"])):
+        raise InvalidJob(f"#SBATCH --job-name={filled['name']} (name): use letters, digits, . _ -", field="name")
+    effective = spec.model_copy(update=filled)
+    if effective.time_limit is None:
+        raise InvalidJob("give a time limit, in the request or as an #SBATCH --time line", field="time_limit")
+    return effective
+
+
 def validate_and_price(spec: JobSpec, settings: Settings) -> PricedJob:
-    """Check the spec against the site's partition and the gateway's limits; price it at its time limit."""
+    """Check the spec, with its script's directives, against the site's partition and the gateway's limits;
+    price it at its time limit. ``PricedJob.spec`` is the spec as it will run."""
     limits = settings.limits
     _check_script(spec.script, limits)
+    spec = with_directives(spec)
+    assert spec.time_limit is not None  # with_directives refuses a spec without one
     site = settings.site(spec.site)
     if site is None:
         raise InvalidJob(f"unknown site {spec.site!r} (known: {', '.join(sorted(settings.sites))})", field="site")

@@ -42,6 +42,41 @@ CASES: dict[str, Bad] = {
     "chooses-the-reservation": Bad(422, "invalid-job", "reservation", job_body(reservation="maint")),
     "chooses-the-user": Bad(422, "invalid-job", "user", job_body(user="root")),
     "missing-time-limit": Bad(422, "invalid-job", "time_limit", job_body(time_limit=None)),
+    # #SBATCH lines (issue 14 item 1): what the gateway owns, arrays and anything unpriced are refused, naming
+    # the directive; a directive that contradicts the request names both.
+    **{
+        f"sbatch-{name}": Bad(
+            422, "invalid-job", field, job_body(script=f"#!/bin/bash\n#SBATCH {line}\nhostname\n"), mentions=word
+        )
+        for name, field, line, word in [
+            ("account", "script", "-A project_465000002", "-A project_465000002"),
+            ("qos", "script", "--qos=high", "--qos=high"),
+            ("reservation", "script", "--reservation maint", "--reservation maint"),
+            ("output", "script", "--output=/tmp/x", "--output"),
+            ("export", "script", "--export=ALL", "--export"),
+            ("array", "script", "--array=0-999", "arrays are not supported"),
+            ("exclusive", "script", "--exclusive", "--exclusive"),
+            ("gres-not-gpu", "script", "--gres=nvme:100", "only GPUs"),
+            ("unknown-option", "script", "--constraint=mi250", "--constraint"),
+            ("other-partition", "partition", "-p gpu", "-p gpu"),
+            ("conflicting-time", "time_limit", "--time=00:20:00", "--time=00:20:00"),
+            ("node-range", "script", "--nodes=1-4", "whole number"),
+        ]
+    },
+    "sbatch-conflicting-nodes": Bad(
+        422,
+        "invalid-job",
+        "nodes",
+        job_body(nodes=1, script="#!/bin/bash\n#SBATCH -N 2\nhostname\n"),
+        mentions="-N 2 conflicts with nodes=1",
+    ),
+    "sbatch-bad-time": Bad(
+        422,
+        "invalid-job",
+        "time_limit",
+        job_body(time_limit=None, script="#!/bin/bash\n#SBATCH --time=soon\nhostname\n"),
+        mentions="--time=soon",
+    ),
     "script-over-the-size-limit": Bad(
         413, "payload-too-large", "script", job_body(script="#!/bin/bash\n" + "#" * SCRIPT_LIMIT), mentions="limit"
     ),
