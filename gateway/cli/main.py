@@ -230,11 +230,13 @@ def submit(
     project: Annotated[str, typer.Option()],
     partition: Annotated[str, typer.Option()] = "small",
     name: str | None = None,
-    nodes: int = 1,
+    nodes: Annotated[int | None, typer.Option(help="default 1, or the script's #SBATCH --nodes")] = None,
     cores: int | None = None,
     memory_gb: int | None = None,
-    gpus: int = 0,
-    time_limit: Annotated[str, typer.Option(help="HH:MM:SS or minutes")] = "00:10:00",
+    gpus: Annotated[int | None, typer.Option(help="default 0, or the script's #SBATCH --gpus")] = None,
+    time_limit: Annotated[
+        str | None, typer.Option(help="HH:MM:SS or minutes; default the script's #SBATCH --time, else 00:10:00")
+    ] = None,
     env: Annotated[list[str] | None, typer.Option(help="NAME=VALUE, allow-listed names only")] = None,
     workdir: str | None = None,
     idempotency_key: Annotated[str | None, typer.Option(help="resubmitting with the same key never doubles")] = None,
@@ -242,23 +244,38 @@ def submit(
     url: UrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Submit a batch script; it is priced and reserved against the project's allocation first."""
+    """Submit a batch script; it is priced and reserved against the project's allocation first. Its #SBATCH
+    lines count as options: only what is given here is sent, so the two never contradict each other."""
     import uuid
 
+    from gateway.jobs.directives import read_directives
+
+    text = script.read_text()
+    try:
+        in_script = {d.name for d in read_directives(text)}
+    except AntennaError:
+        in_script = set()  # the gateway names what is wrong with the line
+    if time_limit is None and "time" not in in_script:
+        time_limit = "00:10:00"
+    if name is None and "job-name" not in in_script:
+        name = script.stem[:64]
     body: dict[str, Any] = {
         "project": project,
         "site": site,
         "partition": partition,
-        "script": script.read_text(),
-        "name": name or script.stem[:64],
+        "script": text,
+        "environment": dict(item.split("=", 1) for item in env or []),
+    }
+    given = {
+        "name": name,
         "nodes": nodes,
         "gpus": gpus,
         "time_limit": time_limit,
-        "environment": dict(item.split("=", 1) for item in env or []),
+        "cores": cores,
+        "memory_gb": memory_gb,
+        "working_directory": workdir,
     }
-    for key, value in (("cores", cores), ("memory_gb", memory_gb), ("working_directory", workdir)):
-        if value is not None:
-            body[key] = value
+    body.update({key: value for key, value in given.items() if value is not None})
     key = idempotency_key or str(uuid.uuid4())
     job = _call(url, "POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
     if not wait:
