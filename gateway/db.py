@@ -121,13 +121,13 @@ def _make_sqlite_serialisable(engine: Engine) -> None:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    """Lock contention (SQLite), or a serialisation failure, deadlock or lock timeout (PostgreSQL): safe to
-    retry whole."""
+    """Lock contention (SQLite), or a serialisation failure or deadlock (PostgreSQL): safe to retry whole. A
+    lock timeout is not retried: six of them would hold a caller for minutes."""
     if isinstance(exc, OperationalError) and "database is locked" in str(exc):
         return True
     if isinstance(exc, DBAPIError):
         code = getattr(exc.orig, "sqlstate", None)
-        return code in ("40001", "40P01", "55P03")
+        return code in ("40001", "40P01")
     return False
 
 

@@ -91,10 +91,12 @@ class Readiness:
         # no traffic until it is ready, so waiting for a request to fetch the keys would keep it out for good.
         try:
             loaded = await self._bounded(self.keys.warm)
-        except TimeoutError:  # the fetch goes on in the background; the cached keys decide
+        except Exception as exc:  # the fetch goes on in the background; the cached keys decide
+            slow = isinstance(exc, TimeoutError)
+            why = f"did not answer within {self.check_seconds:g} s" if slow else f"failed ({type(exc).__name__})"
             if self.keys.ready():
-                return f"degraded: the issuer did not answer within {self.check_seconds:g} s; cached keys serve"
-            return "not loaded: the issuer does not answer"
+                return f"degraded: the issuer {why}; cached keys serve"
+            return f"not loaded: the issuer {why}"
         return "ok" if loaded else "not loaded"
 
     async def _secrets(self) -> str:
@@ -106,6 +108,8 @@ class Readiness:
             return f"degraded: Vault did not answer within {self.check_seconds:g} s"
         except AntennaError as exc:
             return f"degraded: {exc.detail}"
+        except Exception as exc:  # readiness reports any failure as text, never a 500
+            return f"degraded: {type(exc).__name__}"
         return "ok"
 
     async def run_forever(self, stop: asyncio.Event) -> None:

@@ -44,6 +44,9 @@ def sites(who: PrincipalDep, rt: RuntimeDep) -> list[SiteOut]:
     return out
 
 
+ESSENTIAL_LOOPS = frozenset({"forwarder", "status-sync", "readiness"})
+
+
 @router.get("/healthz", response_model=HealthOut, tags=["health"])
 def healthz() -> HealthOut:
     return HealthOut(status="ok")
@@ -56,8 +59,10 @@ async def readyz(rt: RuntimeDep) -> Response:
     (gateway/readiness.py): the probe never waits on a dependency."""
     snapshot = await rt.readiness.current()
     checks, ready = dict(snapshot.checks), snapshot.ready
-    for name, problem in rt.supervisor.problems().items():  # a loop that cannot run: this replica is no use
-        ready, checks[f"loop:{name}"] = False, problem
+    for name, problem in rt.supervisor.problems().items():
+        # Forwarding and status sync failing is this replica failing; a failing reconciliation is reported.
+        essential = name in ESSENTIAL_LOOPS
+        ready, checks[f"loop:{name}"] = ready and not essential, problem if essential else f"degraded: {problem}"
     for name in rt.settings.sites:
         checks[f"site:{name}"] = "ok" if rt.health.is_up(name) else f"down: {rt.health.last_error(name)}"
     body = HealthOut(status="ready" if ready else "not ready", checks=checks)

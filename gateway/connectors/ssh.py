@@ -304,6 +304,7 @@ class SshConnector(Connector):
             *(f"{name}={request.environment[name]}" for name in names),  # exported by name below
             "sbatch",
             "--parsable",
+            "--ignore-pbs",  # the script's #PBS lines are comments, not options (the gateway refuses them too)
             f"--job-name={stamp(request.job_id)}",
             f"--comment={comment}",
             f"--partition={request.partition}",

@@ -1,8 +1,12 @@
 """The ``#SBATCH`` block of a batch script, read as sbatch reads it, and merged into the job's spec.
 
-sbatch takes options from ``#SBATCH`` lines up to the first line that is neither a comment nor blank; later
-``#SBATCH`` lines are plain comments. Each line holds options in sbatch's own forms: ``--opt=value``,
-``--opt value``, ``-X value``, ``-Xvalue``; a ``#`` after white space starts a comment.
+sbatch takes options from ``#SBATCH`` (and ``#SLURM``) lines up to the first line that is neither a comment
+nor blank; later ones are plain comments. Lines end at a newline only. Each line holds options in sbatch's
+own forms: ``--opt=value``, ``--opt value``, ``-X value``, ``-Xvalue``; a ``#`` after white space starts a
+comment. Wherever sbatch and this reader could see a line differently (single quotes, which sbatch does not
+group by; other schedulers' directives, which sbatch reads too; heterogeneous job components), the line is
+refused, never guessed at: reading further than sbatch, or refusing more, costs a person a clear 422, while
+reading less would let a script run unpriced.
 
 What a directive may do, by kind:
 
@@ -58,6 +62,8 @@ _OPTIONS: dict[str, tuple[str | None, bool]] = {
     "open-mode": (None, True),
 }
 _SHORT = {short: name for name, (short, _) in _OPTIONS.items() if short}
+_MAGIC = ("#SBATCH", "#SLURM")
+_FOREIGN = ("#PBS", "#BSUB", "#$", "#@", "#MSUB")
 HARMLESS = frozenset({"mail-type", "mail-user", "signal", "open-mode"})
 GATEWAY_OWNED = frozenset(
     {"account", "qos", "reservation", "uid", "gid", "export", "output", "error", "input", "chdir"}
@@ -66,6 +72,7 @@ SPEC_FIELDS = frozenset(
     {"time", "nodes", "ntasks", "cpus-per-task", "ntasks-per-node", "mem", "mem-per-cpu", "gpus", "gpus-per-node"}
     | {"gres", "job-name"}
 )
+_GPU_KEYS = ("gpus", "gpus-per-node")
 _MEMORY = re.compile(r"^(?P<n>\d+)(?P<u>[KMGT]?)B?$", re.IGNORECASE)
 _MB = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 _GPU_GRES = re.compile(r"^gpu(?::[A-Za-z0-9_.-]+)?:(?P<n>\d+)$")
@@ -84,18 +91,31 @@ class Directive:
 def read_directives(script: str) -> list[Directive]:
     """The ``#SBATCH`` options before the script's first command, in order."""
     found: list[Directive] = []
-    for line in script.splitlines()[1:]:  # the first line is the interpreter (#!)
-        stripped = line.strip()
+    for line in script.split("\n")[1:]:  # the first line is the interpreter (#!)
+        stripped = "".join(line.split())  # any white space at all, as the shell would skip it
         if not stripped:
             continue
         if not stripped.startswith("#"):
             break  # the first command: sbatch reads no further
-        if not line.startswith("#SBATCH"):
+        magic = next((m for m in _MAGIC if line.startswith(m)), None)
+        if magic is None:
+            if line.lstrip().upper().startswith(_FOREIGN):
+                raise InvalidJob(
+                    f"{line.strip()[:80]!r} in the script: sbatch reads other schedulers' directives too; "
+                    "write #SBATCH lines instead",
+                    field="script",
+                )
             continue
+        rest = line[len(magic) :]
+        if "'" in rest or "\r" in rest or any(word in rest.lower() for word in ("hetjob", "packjob")):
+            raise InvalidJob(
+                f"{line.strip()[:80]!r} in the script: use double quotes, and one job per script",
+                field="script",
+            )
         try:
-            words = shlex.split(line[len("#SBATCH") :], comments=True)
+            words = shlex.split(rest, comments=True)
         except ValueError as exc:
-            raise InvalidJob(f"#SBATCH line {line.strip()!r} cannot be read: {exc}", field="script") from exc
+            raise InvalidJob(f"{line.strip()[:80]!r} in the script cannot be read: {exc}", field="script") from exc
         found.extend(_options(words))
     return found
 
@@ -158,7 +178,10 @@ def _accepted(directives: list[Directive], *, partition: str) -> dict[str, Direc
         elif name not in SPEC_FIELDS and name not in HARMLESS:
             raise directive.refuse("not an option the gateway accepts in a script")
         elif name in SPEC_FIELDS:
-            asked["gpus-per-node" if name == "gres" else name] = directive
+            key = "gpus-per-node" if name == "gres" else name
+            if key in _GPU_KEYS and any(k in asked and k != key for k in _GPU_KEYS):
+                raise directive.refuse("GPUs may be asked for in one way only (--gpus, --gpus-per-node or --gres)")
+            asked[key] = directive
     return asked
 
 
@@ -211,7 +234,7 @@ def _count(directive: Directive) -> int:
 
 def _megabytes(directive: Directive) -> float:
     match = _MEMORY.match(directive.value or "")
-    if match is None:
+    if match is None or int(match.group("n")) == 0:  # 0 means "all of the node's memory" to Slurm
         raise directive.refuse("give a size such as 4000M or 8G")
     return int(match.group("n")) * _MB[match.group("u").upper()]
 

@@ -28,7 +28,7 @@ import functools
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -82,6 +82,7 @@ class Forwarder:
         lease: timedelta = LEASE,
         max_in_flight_per_site: int = MAX_IN_FLIGHT_PER_SITE,
         supervisor: Supervisor | None = None,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         self.db = db
         self.connectors = connectors
@@ -92,6 +93,9 @@ class Forwarder:
         self.lease = lease
         self.max_in_flight = max_in_flight_per_site
         self.supervisor = supervisor or Supervisor(asyncio.Event())
+        # The clock leases are checked against before each call to the site: it runs on while the process is
+        # stopped (SIGSTOP), so a worker resumed past its lease sees it. Default: the event loop's.
+        self.monotonic = monotonic or (lambda: asyncio.get_running_loop().time())
         self.worker = f"fwd-{uuid.uuid4().hex[:8]}"
         self._claimed: Counter[str] = Counter()  # claims (and probes) not finished yet, per site
         self._slots: dict[str, asyncio.Semaphore] = {}  # at most max_in_flight calls at once per site
@@ -119,7 +123,11 @@ class Forwarder:
         )
         # Only sites this process knows: an older replica must not touch a site a newer one added.
         queries = [
-            select(OutboxEntry).where(*due, OutboxEntry.site == site).order_by(OutboxEntry.id).limit(limit)
+            # Longest due first: entries looked at again and again (lost jobs' lookups) never starve new ones.
+            select(OutboxEntry)
+            .where(*due, OutboxEntry.site == site)
+            .order_by(OutboxEntry.available_at, OutboxEntry.id)
+            .limit(limit)
             for site, limit in capacity.items()
             if limit > 0 and site in self.connectors
         ]
@@ -156,7 +164,7 @@ class Forwarder:
 
     def _deadline(self) -> float:
         """When a lease taken now stops being safely ours, on the event loop's (monotonic) clock."""
-        return asyncio.get_running_loop().time() + self.lease.total_seconds() / 2
+        return self.monotonic() + self.lease.total_seconds() / 2
 
     @staticmethod
     def _request(job: Job) -> SiteJobRequest:
@@ -425,7 +433,7 @@ class Forwarder:
         try:
             found: str | None = None
             # Never outlive the lease: another worker may take the entry once it expires.
-            async with asyncio.timeout(max(0.0, claim.deadline - asyncio.get_running_loop().time())):
+            async with asyncio.timeout(max(0.0, claim.deadline - self.monotonic())):
                 if claim.action == "submit":
                     if uncertain:  # never submit twice
                         self._check_lease(claim)
@@ -483,7 +491,7 @@ class Forwarder:
         self._outcomes.append(functools.partial(self._reject, claim=claim, reason=exc.detail))
 
     def _check_lease(self, claim: Claim) -> None:
-        if asyncio.get_running_loop().time() >= claim.deadline:
+        if self.monotonic() >= claim.deadline:
             raise _LeaseLost
 
     def _transient(self, claim: Claim, exc: Exception, *, uncertain: bool) -> None:

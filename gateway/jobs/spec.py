@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import PurePosixPath
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.billing import BillingFormula, Resources, price
 from gateway.errors import InvalidJob, PayloadTooLarge
@@ -127,7 +127,12 @@ def with_directives(spec: JobSpec) -> JobSpec:
             raise InvalidJob(f"#SBATCH --time={filled['time_limit']} (time_limit): {exc}", field="time_limit") from exc
     if "name" in filled and not re.match(r"^[A-Za-z0-9._-]{1,64}$", str(filled["name"])):
         raise InvalidJob(f"#SBATCH --job-name={filled['name']} (name): use letters, digits, . _ -", field="name")
-    effective = spec.model_copy(update=filled)
+    try:  # the filled spec meets the same bounds as a request's fields
+        effective = JobSpec.model_validate({**spec.model_dump(exclude_unset=True), **filled})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "script"
+        raise InvalidJob(f"the script's #SBATCH lines give {field}: {error['msg']}", field=field) from exc
     if effective.time_limit is None:
         raise InvalidJob("give a time limit, in the request or as an #SBATCH --time line", field="time_limit")
     return effective

@@ -24,6 +24,9 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     config = alembic_config(engine)
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
+            # Waiting for another replica's migration, and a long migration itself, are no timeouts' business.
+            conn.execute(text("SET LOCAL lock_timeout = 0"))
+            conn.execute(text("SET LOCAL statement_timeout = 0"))
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_ID})
         config.attributes["connection"] = conn
         command.upgrade(config, revision)

@@ -63,6 +63,21 @@ CASES: dict[str, Bad] = {
             ("node-range", "script", "--nodes=1-4", "whole number"),
         ]
     },
+    # Lines sbatch reads that a reader of #SBATCH alone would miss, or read otherwise (review of item 1).
+    **{
+        f"sbatch-{name}": Bad(
+            422, "invalid-job", "script", job_body(script=f"#!/bin/bash\n{lines}\nhostname\n"), mentions=word
+        )
+        for name, lines, word in [
+            ("slurm-magic", "#SLURM --array=0-9", "arrays are not supported"),
+            ("pbs-directive", "#PBS -t 0-99", "#PBS"),
+            ("single-quotes", "#SBATCH --mail-user=a' --array=0-99 --mail-user='b", "double quotes"),
+            ("carriage-return", "# x\rfoo\n#SBATCH --array=0-9", "arrays are not supported"),
+            ("hetjob", "#SBATCH --mail-user=hetjob@x", "one job per script"),
+            ("two-gpu-ways", "#SBATCH --gpus=1 --gpus-per-node=8", "one way only"),
+            ("memory-zero", "#SBATCH --mem=0", "--mem=0"),
+        ]
+    },
     "sbatch-conflicting-nodes": Bad(
         422,
         "invalid-job",

@@ -25,7 +25,7 @@ def test_item1_directives_are_read_in_every_form_up_to_the_first_command() -> No
             "#SBATCH --time=01:30:00   # a comment after the options",
             "#SBATCH -N 2",
             "#SBATCH -c4 --mem 8G",
-            "#SBATCH --job-name 'train run'",
+            '#SBATCH --job-name "train run"',
             "#SBATCH --mail-type=END",
             "module load pytorch",
             "#SBATCH --array=0-999   (after the first command: a plain comment, as in sbatch)",
