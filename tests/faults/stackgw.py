@@ -280,6 +280,7 @@ async def stack_gateway(
             if seed:
                 await gateway.seed()
             yield gateway
+            gateway.assert_sound()  # every fault test ends with the ledger, and every job, accounted for
     finally:
         await app.state.runtime.aclose()
         if isinstance(store, FakeSecretStore):
