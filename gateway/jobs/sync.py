@@ -23,11 +23,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import or_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from gateway import rounds
 from gateway.billing import from_micro, price
 from gateway.clock import Clock
 from gateway.connectors.base import Connector, SiteJobStatus, SiteState
@@ -231,7 +229,11 @@ class StatusSync:
         due = []
         for site in self.connectors:
             interval = timedelta(seconds=self.settings.sites[site].status_interval_seconds)
-            take = functools.partial(_claim_round, site=site, owner=owner, now=now, interval=interval)
+            # A replica that dies mid-round leaves the lease to expire: a round is bounded by the connectors' timeouts.
+            lease = interval + timedelta(minutes=1)
+            take = functools.partial(
+                rounds.claim, table=StatusSyncRun, site=site, owner=owner, now=now, interval=interval, lease=lease
+            )
             if await asyncio.to_thread(self.db.run, take):
                 due.append(site)
         if not due:
@@ -240,11 +242,11 @@ class StatusSync:
             await self.run_once(due)
         except BaseException:
             # Let any replica's next tick try again rather than wait out the lease (if the database answers).
-            give_back = functools.partial(_finish_rounds, sites=due, owner=owner, began=None)
+            give_back = functools.partial(rounds.end, table=StatusSyncRun, sites=due, owner=owner, began=None)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.to_thread(self.db.run, give_back), timeout=2)
             raise
-        done = functools.partial(_finish_rounds, sites=due, owner=owner, began=now)
+        done = functools.partial(rounds.end, table=StatusSyncRun, sites=due, owner=owner, began=now)
         await asyncio.to_thread(self.db.run, done)
         return due
 
@@ -261,36 +263,6 @@ class StatusSync:
                 self.supervisor.beat("status-sync")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=wait)
-
-
-def _claim_round(session: Session, *, site: str, owner: str, now: datetime, interval: timedelta) -> bool:
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert(StatusSyncRun).values(site=site).on_conflict_do_nothing())
-    taken = session.execute(
-        update(StatusSyncRun)
-        .where(
-            StatusSyncRun.site == site,
-            or_(StatusSyncRun.leased_until.is_(None), StatusSyncRun.leased_until < now),
-            or_(StatusSyncRun.last_run_at.is_(None), StatusSyncRun.last_run_at <= now - interval),
-        )
-        # A replica that dies mid-round leaves the lease to expire: a round is bounded by the connectors' timeouts.
-        .values(lease_owner=owner, leased_until=now + interval + timedelta(minutes=1))
-        .execution_options(synchronize_session=False)
-    )
-    return bool(taken.rowcount == 1)  # type: ignore[attr-defined]
-
-
-def _finish_rounds(session: Session, *, sites: list[str], owner: str, began: datetime | None) -> None:
-    """Give the leases back: with ``began``, the round that started then is done; without, it failed."""
-    values: dict[str, datetime | None] = {"leased_until": None}
-    if began is not None:
-        values["last_run_at"] = began
-    session.execute(
-        update(StatusSyncRun)
-        .where(StatusSyncRun.site.in_(sites), StatusSyncRun.lease_owner == owner)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
 
 
 def _forgotten_after(job: Job, grace: timedelta) -> datetime:

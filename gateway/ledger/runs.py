@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway import rounds
 from gateway.ledger.models import ReconciliationRun
 from gateway.ledger.reconcile import PeriodTotal
 
@@ -37,41 +36,21 @@ class SiteTotal:
 def claim(session: Session, *, site: str, owner: str, now: datetime, interval: timedelta, lease: timedelta) -> bool:
     """Take the lease on ``site``'s next run if it is due (last run at least ``interval`` ago, or none) and no
     other replica holds it. True: the caller runs it, then calls ``finish`` (or ``release``)."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert(ReconciliationRun).values(site=site, totals=[]).on_conflict_do_nothing())
-    taken = session.execute(
-        update(ReconciliationRun)
-        .where(
-            ReconciliationRun.site == site,
-            or_(ReconciliationRun.leased_until.is_(None), ReconciliationRun.leased_until < now),
-            or_(ReconciliationRun.last_run_at.is_(None), ReconciliationRun.last_run_at <= now - interval),
-        )
-        .values(lease_owner=owner, leased_until=now + lease)
-        .execution_options(synchronize_session=False)
+    return rounds.claim(
+        session, ReconciliationRun, site=site, owner=owner, now=now, interval=interval, lease=lease, totals=[]
     )
-    return bool(taken.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def finish(session: Session, *, site: str, owner: str, began: datetime, totals: Iterable[PeriodTotal]) -> bool:
     """Record the totals of a run that began at ``began``. False if the lease was lost meanwhile (it expired
     and another replica took it)."""
-    done = session.execute(
-        update(ReconciliationRun)
-        .where(ReconciliationRun.site == site, ReconciliationRun.lease_owner == owner)
-        .values(last_run_at=began, leased_until=None, totals=_by_project_and_unit(totals))
-        .execution_options(synchronize_session=False)
-    )
-    return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+    by_unit = _by_project_and_unit(totals)
+    return rounds.end(session, ReconciliationRun, sites=[site], owner=owner, began=began, totals=by_unit)
 
 
 def release(session: Session, *, site: str, owner: str) -> None:
     """Give the lease back after a failed run, so that the next tick of any replica tries again."""
-    session.execute(
-        update(ReconciliationRun)
-        .where(ReconciliationRun.site == site, ReconciliationRun.lease_owner == owner)
-        .values(leased_until=None)
-        .execution_options(synchronize_session=False)
-    )
+    rounds.end(session, ReconciliationRun, sites=[site], owner=owner, began=None)
 
 
 def latest(session: Session) -> list[SiteTotal]:

@@ -23,6 +23,23 @@ from gateway.secrets.fake import FakeSecretStore
 from gateway.settings import load_settings
 
 
+def lumi_config(
+    *, sites: dict[str, Any], database_url: str, jwt_key: Path, data_dir: Path, lease_seconds: float
+) -> dict[str, Any]:
+    """What ``main`` takes, for a forwarder of the stack's lumi (through whatever URL ``sites`` names)."""
+    return {
+        "settings": {
+            "database": {"url": database_url},
+            "sites": sites,
+            "forwarder": {"batch_size": 4, "poll_seconds": 0.1, "backoff_base_seconds": 0.1},
+        },
+        "jwt_keys": {"lumi": str(jwt_key)},
+        "data_dir": str(data_dir),
+        "lease_seconds": lease_seconds,
+        "max_in_flight": 4,
+    }
+
+
 def main(config: dict[str, Any]) -> None:
     secrets = FakeSecretStore()
     for site, key_file in config["jwt_keys"].items():

@@ -45,17 +45,13 @@ async def test_sigkill_between_site_acceptance_and_recording_never_duplicates_a_
         proxy.hold_answers = True  # the window: the jobs are at the site, their answers held until the kill
         sites = {"lumi": stack_sites(slurm_stack, lumi={"options": {"url": proxy.url}})["lumi"]}
         async with stack_gateway(slurm_stack, test_idp, tmp_path, sites=sites, database_url=pg_url) as gw:
-            config: dict[str, Any] = {
-                "settings": {
-                    "database": {"url": pg_url},
-                    "sites": sites,
-                    "forwarder": {"batch_size": 4, "poll_seconds": 0.1, "backoff_base_seconds": 0.1},
-                },
-                "jwt_keys": {"lumi": str(slurm_stack.cluster("lumi").jwt_key)},
-                "data_dir": str(tmp_path),
-                "lease_seconds": LEASE_SECONDS,
-                "max_in_flight": 4,
-            }
+            config = forwarder_worker.lumi_config(
+                sites=sites,
+                database_url=pg_url,
+                jwt_key=slurm_stack.cluster("lumi").jwt_key,
+                data_dir=tmp_path,
+                lease_seconds=LEASE_SECONDS,
+            )
             jobs: list[str] = []
             in_window = 0
             for _ in range(KILLS):

@@ -127,17 +127,13 @@ async def test_item4_a_forwarder_paused_past_its_lease_neither_submits_again_nor
     with proxy_to(str(slurm_stack.cluster("lumi").slurmrestd_url)) as proxy:
         sites = {"lumi": stack_sites(slurm_stack, lumi={"options": {"url": proxy.url}})["lumi"]}
         async with stack_gateway(slurm_stack, test_idp, tmp_path, sites=sites, database_url=pg_url) as gw:
-            config: dict[str, Any] = {
-                "settings": {
-                    "database": {"url": pg_url},
-                    "sites": sites,
-                    "forwarder": {"batch_size": 4, "poll_seconds": 0.1, "backoff_base_seconds": 0.1},
-                },
-                "jwt_keys": {"lumi": str(slurm_stack.cluster("lumi").jwt_key)},
-                "data_dir": str(tmp_path),
-                "lease_seconds": lease,
-                "max_in_flight": 4,
-            }
+            config = forwarder_worker.lumi_config(
+                sites=sites,
+                database_url=pg_url,
+                jwt_key=slurm_stack.cluster("lumi").jwt_key,
+                data_dir=tmp_path,
+                lease_seconds=lease,
+            )
             jobs = [(await gw.submit(site="lumi", partition="small", script=TRUE))["id"] for _ in range(3)]
             # As if an earlier attempt had crashed: the next one looks each job up before submitting it.
             gw.rt.db.run(lambda s: s.execute(update(OutboxEntry).values(attempts=1)))
