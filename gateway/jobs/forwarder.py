@@ -527,6 +527,13 @@ class Forwarder:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._signal)
 
+    def _listener_health(self, failure: Exception | None) -> None:
+        """From the listener's thread: /readyz shows a listener that cannot listen (polling still forwards)."""
+        if failure is None:
+            self.supervisor.beat("outbox-listener")
+        else:
+            self.supervisor.failed("outbox-listener", failure)
+
     def _signal(self) -> None:
         self._signals += 1
         self._room.set()
@@ -536,7 +543,9 @@ class Forwarder:
         self._loop = asyncio.get_running_loop()
         # Other replicas' submissions wake this one too (PostgreSQL); the poll below stays the safety net.
         if outbox.OutboxListener.applies_to(self.db.engine):
-            self.listener = outbox.OutboxListener(self.db.engine, lambda _origin: self.wake(), origin=self.worker)
+            self.listener = outbox.OutboxListener(
+                self.db.engine, lambda _origin: self.wake(), origin=self.worker, on_health=self._listener_health
+            )
             self.listener.start()
         try:
             await self._deliver_until(stop, grace_seconds)

@@ -43,9 +43,16 @@ class OutboxListener:
     """
 
     def __init__(
-        self, engine: Engine, on_notify: Callable[[str], None], *, origin: str = "", timeout: float = 1.0
+        self,
+        engine: Engine,
+        on_notify: Callable[[str], None],
+        *,
+        origin: str = "",
+        timeout: float = 1.0,
+        on_health: Callable[[Exception | None], None] = lambda _: None,
     ) -> None:
         self.engine = engine
+        self.on_health = on_health  # None: listening; an exception: it could not (the supervisor's view)
         self.on_notify = on_notify
         self.origin = origin  # notifications with this payload come from this process: not called for them
         self.timeout = timeout
@@ -76,8 +83,10 @@ class OutboxListener:
                     "outbox listener lost its connection; forwarders poll meanwhile",
                     extra={"error": type(exc).__name__},
                 )
-            except Exception:  # a bug: say so loudly and keep trying, rather than let the thread die unseen
+                self.on_health(exc)
+            except Exception as exc:  # a bug: say so loudly and keep trying, rather than let the thread die unseen
                 log.exception("outbox listener failed")
+                self.on_health(exc)
             # A connection that listened resets the backoff: it starts again from 1 s.
             failures = 0 if self.backend_pid is not None else failures + 1
             self._stop.wait(min(2.0**failures, 30.0))
@@ -92,6 +101,7 @@ class OutboxListener:
             conn.autocommit = True
             conn.execute(f"LISTEN {CHANNEL}")
             self.backend_pid = conn.info.backend_pid
+            self.on_health(None)
             self.on_notify("")  # whatever was queued while no connection listened
             while not self._stop.is_set():
                 for notification in conn.notifies(timeout=self.timeout):

@@ -179,3 +179,23 @@ async def test_item3_a_refused_lookup_never_voids_a_job_the_site_may_have(
         assert held["state"] == "lost"  # not rejected: the refusal said nothing about the job
         assert Decimal((await gw.balance())["reserved"]) == Decimal(job["reserved"])
         assert sound(gw) == []
+
+
+async def test_item7_retiring_a_site_is_an_operator_s_act_resolving_its_unfinished_jobs(
+    tmp_path: Path, test_idp: LoopbackIdP
+) -> None:
+    async with open_gateway(tmp_path, test_idp) as gw:
+        job = await gw.submit()
+        path = f"/v1/jobs/{job['id']}/resolve"
+        body = {"void": True, "reason": "the site was retired before the job was sent"}
+        refused = await gw.client.post(path, json=body, headers=gw.auth(OPERATOR))
+        assert refused.status_code == 409  # while the site is configured, its jobs are the forwarder's
+        retired = gw.rt.settings.sites.pop(SITE)  # as after a deploy that removed the site
+        try:
+            r = await gw.client.post(path, json=body, headers=gw.auth(OPERATOR))
+        finally:
+            gw.rt.settings.sites[SITE] = retired
+        assert r.status_code == 200, r.text
+        assert r.json()["state"] == "resolved"
+        assert Decimal((await gw.balance())["reserved"]) == 0
+        assert sound(gw) == []
