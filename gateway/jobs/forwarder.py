@@ -543,6 +543,8 @@ class Forwarder:
         self._loop = asyncio.get_running_loop()
         # Other replicas' submissions wake this one too (PostgreSQL); the poll below stays the safety net.
         if outbox.OutboxListener.applies_to(self.db.engine):
+            # Registered before the listener's thread reports: /readyz iterates the loops meanwhile.
+            self.supervisor.register("outbox-listener")
             self.listener = outbox.OutboxListener(
                 self.db.engine, lambda _origin: self.wake(), origin=self.worker, on_health=self._listener_health
             )

@@ -10,6 +10,7 @@ no such thing, and needs none: an embedded gateway is one process, woken by its 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -83,13 +84,20 @@ class OutboxListener:
                     "outbox listener lost its connection; forwarders poll meanwhile",
                     extra={"error": type(exc).__name__},
                 )
-                self.on_health(exc)
+                self._report(exc)
             except Exception as exc:  # a bug: say so loudly and keep trying, rather than let the thread die unseen
                 log.exception("outbox listener failed")
-                self.on_health(exc)
+                self._report(exc)
             # A connection that listened resets the backoff: it starts again from 1 s.
             failures = 0 if self.backend_pid is not None else failures + 1
             self._stop.wait(min(2.0**failures, 30.0))
+
+    def _report(self, failure: Exception | None) -> None:
+        """Tell the supervisor, unless stopping (a listener cut short by shutdown has not failed); a report
+        that fails must not end the thread."""
+        if not self._stop.is_set():
+            with contextlib.suppress(Exception):
+                self.on_health(failure)
 
     def _listen(self) -> None:
         self.backend_pid = None
@@ -101,7 +109,7 @@ class OutboxListener:
             conn.autocommit = True
             conn.execute(f"LISTEN {CHANNEL}")
             self.backend_pid = conn.info.backend_pid
-            self.on_health(None)
+            self._report(None)
             self.on_notify("")  # whatever was queued while no connection listened
             while not self._stop.is_set():
                 for notification in conn.notifies(timeout=self.timeout):
