@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -22,7 +21,6 @@ log = logging.getLogger("antenna.supervision")
 class LoopState:
     failures: int = 0  # consecutive failed rounds (or crashes)
     last_error: str = ""
-    last_beat: float | None = None  # monotonic time of the last round completed
 
 
 class Supervisor:
@@ -33,13 +31,11 @@ class Supervisor:
         backoff_base: float = 1.0,
         backoff_max: float = 30.0,
         unready_after: int = 3,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stop = stop
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.unready_after = unready_after
-        self.clock = clock
         self.loops: dict[str, LoopState] = {}
 
     def register(self, name: str) -> LoopState:
@@ -49,7 +45,7 @@ class Supervisor:
         state = self.register(name)
         if state.failures:
             log.info("background loop recovered", extra={"loop": name, "after_failures": state.failures})
-        state.failures, state.last_error, state.last_beat = 0, "", self.clock()
+        state.failures, state.last_error = 0, ""
 
     def failed(self, name: str, exc: BaseException) -> float:
         """Record a failed round; returns how long to back off before the next."""

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import PurePosixPath
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -120,22 +120,25 @@ def with_directives(spec: JobSpec) -> JobSpec:
     given = {field: getattr(spec, field) for field in spec.model_fields_set}
     merged = merge_directives(given, read_directives(spec.script), partition=spec.partition)
     filled = {field: value for field, value in merged.items() if field not in given}
-    if "time_limit" in filled:
+    effective = spec if not filled else _filled(spec, filled)  # most scripts fill nothing
+    if effective.time_limit is None:
+        raise InvalidJob("give a time limit, in the request or as an #SBATCH --time line", field="time_limit")
+    return effective
+
+
+def _filled(spec: JobSpec, filled: dict[str, Any]) -> JobSpec:
+    """``spec`` with the directives' fields, held to the same bounds as a request's."""
+    if "time_limit" in filled:  # named by its directive: a clearer message than the field's own
         try:
             minutes_of(filled["time_limit"])
         except ValueError as exc:
             raise InvalidJob(f"#SBATCH --time={filled['time_limit']} (time_limit): {exc}", field="time_limit") from exc
-    if "name" in filled and not re.match(r"^[A-Za-z0-9._-]{1,64}$", str(filled["name"])):
-        raise InvalidJob(f"#SBATCH --job-name={filled['name']} (name): use letters, digits, . _ -", field="name")
-    try:  # the filled spec meets the same bounds as a request's fields
-        effective = JobSpec.model_validate({**spec.model_dump(exclude_unset=True), **filled})
+    try:
+        return JobSpec.model_validate({**spec.model_dump(exclude_unset=True), **filled})
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "script"
         raise InvalidJob(f"the script's #SBATCH lines give {field}: {error['msg']}", field=field) from exc
-    if effective.time_limit is None:
-        raise InvalidJob("give a time limit, in the request or as an #SBATCH --time line", field="time_limit")
-    return effective
 
 
 def validate_and_price(spec: JobSpec, settings: Settings) -> PricedJob:
