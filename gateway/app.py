@@ -12,9 +12,8 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request, Response
 
-from gateway.api import jobs, problems, projects, sites
+from gateway.api import dev_issuer, jobs, problems, projects, sites
 from gateway.api.body_limit import BodySizeLimit
-from gateway.identity.dev_issuer import JWKS_PATH
 from gateway.runtime import DevMode, Runtime, build_runtime
 from gateway.settings import Settings
 
@@ -51,7 +50,7 @@ def create_app(
     app.include_router(projects.router)
     app.include_router(sites.router)
     if dev is not None:
-        _mount_dev_issuer(app, dev)
+        dev_issuer.mount(app, dev)
 
     @app.get("/.well-known/antenna-configuration", include_in_schema=False)
     def client_configuration() -> dict[str, str]:
@@ -107,15 +106,3 @@ def _add_middleware(app: FastAPI, rt: Runtime) -> None:
             },
         )
         return response
-
-
-def _mount_dev_issuer(app: FastAPI, dev: DevMode) -> None:
-    """The development token issuer: discovery and key set, only in ``antenna dev``."""
-
-    @app.get("/dev-issuer/.well-known/openid-configuration", include_in_schema=False)
-    def discovery() -> dict[str, Any]:
-        return dev.issuer.discovery()
-
-    @app.get("/dev-issuer" + JWKS_PATH, include_in_schema=False)
-    def jwks() -> dict[str, Any]:
-        return dev.issuer.jwks()

@@ -15,14 +15,22 @@ from typing import Any
 
 from gateway.clock import Clock, SystemClock
 from gateway.identity import DevIssuer, Role
+from gateway.identity.dev_issuer import DemoPerson, DevSignIn
 from gateway.identity.principal import ROLE_OPERATOR, ROLE_QUOTA_ADMIN
 from gateway.jobs.models import SiteAccount
 from gateway.ledger import service as ledger
 from gateway.runtime import DevMode, Runtime
 from gateway.settings import Settings, load_settings
 
-DEV_PERSON = "dev-researcher@antenna.dev"
 DEMO_PROJECT = "demo"
+OTHER_PROJECT = "other"
+# Each role of the Antenna, to try on one machine: `antenna login` and the web page offer these people.
+RESEARCHER = DemoPerson("alice@demo.antenna.dev", "Alice, researcher in demo", {DEMO_PROJECT: Role.MEMBER})
+OUTSIDER = DemoPerson("bob@demo.antenna.dev", "Bob, researcher in another project", {OTHER_PROJECT: Role.MEMBER})
+PI = DemoPerson("pat@demo.antenna.dev", "Pat, principal investigator of demo", {DEMO_PROJECT: Role.PI})
+QUOTA_ADMIN = DemoPerson("quinn@demo.antenna.dev", "Quinn, allocation manager", roles=(ROLE_QUOTA_ADMIN,))
+OPERATOR = DemoPerson("oscar@demo.antenna.dev", "Oscar, operator", roles=(ROLE_OPERATOR,))
+DEMO_PEOPLE = (RESEARCHER, OUTSIDER, PI, QUOTA_ADMIN, OPERATOR)
 EXAMPLE_JOB = """#!/bin/bash
 # An example job: prints where it runs, works for a few seconds, and ends.
 echo "hello from job $SLURM_JOB_ID on $(hostname)"
@@ -104,34 +112,39 @@ def dev_setup(
         overrides["sites"] = {"local": dev_site()}
         overrides["forwarder"] = {"poll_seconds": 0.2}
     settings = load_settings(config, **overrides)
-    issuer = DevIssuer(settings.oidc.issuer, clock=clock or SystemClock(), key_file=data_dir / "dev-issuer-key.pem")
-    return DevSetup(settings, DevMode(issuer=issuer, data_dir=data_dir), url)
+    clock = clock or SystemClock()
+    issuer = DevIssuer(settings.oidc.issuer, clock=clock, key_file=data_dir / "dev-issuer-key.pem")
+    return DevSetup(settings, dev_mode(issuer, data_dir), url)
+
+
+def dev_mode(issuer: DevIssuer, data_dir: Path) -> DevMode:
+    """Development mode with its issuer, the demo people's sign-in, and the data folder."""
+    return DevMode(issuer=issuer, sign_in=DevSignIn(issuer, DEMO_PEOPLE, clock=issuer.clock), data_dir=data_dir)
 
 
 def seed_demo(rt: Runtime) -> None:
-    """The demo project's allocations and the developer's account mapping (idempotent)."""
+    """The demo projects' allocations and the demo people's site accounts, all this machine's user (idempotent)."""
     now = rt.clock.now()
     start = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
 
     def work(session: Any) -> None:
         for site_name, site in rt.settings.sites.items():
-            if session.get(SiteAccount, (DEV_PERSON, site_name)) is None:
-                session.add(
-                    SiteAccount(
-                        person=DEV_PERSON,
-                        site=site_name,
-                        account=getpass.getuser(),
-                        updated_by="antenna dev",
-                        updated_at=now,
+            for who in DEMO_PEOPLE:
+                if who.projects and session.get(SiteAccount, (who.person, site_name)) is None:
+                    session.add(
+                        SiteAccount(
+                            person=who.person,
+                            site=site_name,
+                            account=getpass.getuser(),
+                            updated_by="antenna dev",
+                            updated_at=now,
+                        )
                     )
-                )
-            for unit in sorted(site.units()):
-                if not any(
-                    b.site == site_name and b.unit == unit for b in ledger.balances(session, project=DEMO_PROJECT)
-                ):
+            for project, unit in ((p, u) for p in (DEMO_PROJECT, OTHER_PROJECT) for u in sorted(site.units())):
+                if not any(b.site == site_name and b.unit == unit for b in ledger.balances(session, project=project)):
                     ledger.set_allocation(
                         session,
-                        project=DEMO_PROJECT,
+                        project=project,
                         site=site_name,
                         unit=unit,
                         amount=Decimal(1000),
@@ -145,10 +158,7 @@ def seed_demo(rt: Runtime) -> None:
     rt.db.run(work)
 
 
-def dev_token(mode: DevMode, *, lifetime_seconds: int = 12 * 3600) -> str:
-    return mode.issuer.mint(
-        DEV_PERSON,
-        projects={DEMO_PROJECT: Role.PI},
-        roles=[ROLE_QUOTA_ADMIN, ROLE_OPERATOR],
-        lifetime_seconds=lifetime_seconds,
-    )
+def dev_tokens(mode: DevMode, person: DemoPerson = RESEARCHER) -> dict[str, Any]:
+    """Tokens for a demo person as the issuer's token endpoint would give them (what `antenna dev` signs in
+    its own terminal with)."""
+    return mode.sign_in.tokens(person.person)

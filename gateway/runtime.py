@@ -28,6 +28,7 @@ from gateway.connectors.registry import Factory, build_connectors
 from gateway.db import Database, make_engine
 from gateway.errors import AntennaError, RateLimited
 from gateway.identity import DevIssuer, KeySetCache, KeySource, TokenVerifier
+from gateway.identity.dev_issuer import DevSignIn
 from gateway.jobs.forwarder import Forwarder
 from gateway.jobs.models import Job, OutboxEntry, ProjectSite
 from gateway.jobs.service import JobService
@@ -54,6 +55,7 @@ class DevMode:
     """Only ``antenna dev`` creates one: the development issuer and the data folder."""
 
     issuer: DevIssuer
+    sign_in: DevSignIn
     data_dir: Path
 
 

@@ -12,7 +12,7 @@ from fastapi.responses import PlainTextResponse
 
 from gateway.api.deps import PrincipalDep, RuntimeDep, SubmitterDep
 from gateway.api.problems import AUTHENTICATED, problem_responses
-from gateway.api.schemas import JobOut, JobPageOut, JobQuery, ResolveIn
+from gateway.api.schemas import EstimateOut, JobOut, JobPageOut, JobQuery, ResolveIn
 from gateway.errors import AntennaError, NotFound, SiteUnavailable
 from gateway.jobs.spec import JobSpec
 
@@ -76,6 +76,26 @@ def submit(
     return JobOut.of(result.job)
 
 
+@router.post("/estimate", response_model=EstimateOut, responses=problem_responses(400, 403, 413, 422))
+def estimate(spec: JobSpec, who: PrincipalDep, rt: RuntimeDep) -> EstimateOut:
+    """The price of a job at its time limit, and whether the project can afford it now; nothing is reserved."""
+    priced, available = rt.jobs.estimate(who, spec)
+    return EstimateOut(
+        project=priced.spec.project,
+        site=priced.spec.site,
+        partition=priced.spec.partition,
+        unit=priced.unit,
+        price=priced.price,
+        time_limit_minutes=priced.time_limit_minutes,
+        nodes=priced.resources.nodes,
+        cores=priced.resources.cores,
+        memory_gb=priced.resources.memory_gb,
+        gpus=priced.resources.gpus,
+        available=available,
+        enough=available is not None and available >= priced.price,
+    )
+
+
 @router.get("", response_model=JobPageOut, responses=problem_responses(422))
 def list_jobs(who: PrincipalDep, rt: RuntimeDep, query: Annotated[JobQuery, Query()]) -> JobPageOut:
     page = rt.jobs.list_jobs(
@@ -83,6 +103,7 @@ def list_jobs(who: PrincipalDep, rt: RuntimeDep, query: Annotated[JobQuery, Quer
         project=query.project,
         site=query.site,
         state=query.state.value if query.state else None,
+        id_prefix=query.id_prefix,
         limit=query.limit,
         cursor=query.cursor,
     )

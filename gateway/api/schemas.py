@@ -161,6 +161,43 @@ class MeOut(_Out):
     site_accounts: dict[str, str]
 
 
+class EstimateOut(_Out):
+    """What a job would cost, without submitting it; ``available`` is the project's at the site in that unit."""
+
+    project: str
+    site: str
+    partition: str
+    unit: str
+    price: Amount
+    time_limit_minutes: int
+    nodes: int
+    cores: int
+    memory_gb: Amount
+    gpus: int
+    available: Amount | None = Field(description="null when the project has no active allocation in this unit")
+    enough: bool
+
+
+class ReconciliationDifferenceOut(_Out):
+    kind: str
+    project: str | None
+    unit: str | None
+    job_id: str | None
+    site_job_ids: list[str]
+    ledger_amount: Amount
+    site_amount: Amount
+    delta: Amount
+
+
+class ReconciliationOut(_Out):
+    site: str
+    since: datetime
+    until: datetime
+    ok: bool
+    summary: str
+    differences: list[ReconciliationDifferenceOut]
+
+
 class PartitionOut(_Out):
     name: str
     unit: str
@@ -232,6 +269,11 @@ class JobQuery(_Query):
     project: str | None = Field(default=None, max_length=63)
     site: str | None = Field(default=None, max_length=63)
     state: JobState | None = None
+    id_prefix: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f-]{4,36}$",
+        description="jobs whose id starts with this (at least 4 characters): find a job by the start of its id",
+    )
     limit: int = Field(default=50, ge=1, le=500)
     cursor: str | None = Field(default=None, max_length=512, description="next_cursor of the previous page")
 
@@ -244,3 +286,8 @@ class UsageQuery(_Query):
     period_start: IsoDateTime | None = Field(
         default=None, description="only the allocation period starting at this time (as in the balance)"
     )
+
+
+class ReconciliationQuery(_Query):
+    since: IsoDateTime = Field(description="compare charges and site records from this time")
+    until: IsoDateTime | None = Field(default=None, description="up to this time (default: now)")

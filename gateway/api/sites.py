@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.api.deps import PrincipalDep, RuntimeDep
-from gateway.api.problems import AUTHENTICATED
-from gateway.api.schemas import HealthOut, PartitionOut, SiteOut
+from gateway.api.problems import AUTHENTICATED, problem_responses
+from gateway.api.schemas import (
+    HealthOut,
+    PartitionOut,
+    ReconciliationDifferenceOut,
+    ReconciliationOut,
+    ReconciliationQuery,
+    SiteOut,
+)
+from gateway.errors import Forbidden, InvalidRequest, NotFound
+from gateway.identity.principal import ROLE_OPERATOR
 
 router = APIRouter()
 
@@ -42,6 +53,50 @@ def sites(who: PrincipalDep, rt: RuntimeDep) -> list[SiteOut]:
             )
         )
     return out
+
+
+@router.get(
+    "/v1/sites/{site}/reconciliation",
+    response_model=ReconciliationOut,
+    tags=["sites"],
+    responses=problem_responses(403, 404, 422, 502, 503),
+)
+async def reconciliation(
+    site: Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,62}$")],
+    query: Annotated[ReconciliationQuery, Query()],
+    who: PrincipalDep,
+    rt: RuntimeDep,
+) -> ReconciliationOut:
+    """Compare the ledger's charges with the site's own accounting over a window (operators). Reads only: the
+    hourly comparison's metric is left as it is."""
+    if not who.has_role(ROLE_OPERATOR):
+        raise Forbidden("comparing with a site's accounting needs the antenna-operator role")
+    if site not in rt.connectors:
+        raise NotFound(f"no site {site!r} (known: {', '.join(sorted(rt.connectors))})")
+    until = query.until or rt.clock.now()
+    if query.since >= until:
+        raise InvalidRequest("since must be before until", field="since")
+    result = await rt.reconcile(site, start=query.since, end=until)
+    return ReconciliationOut(
+        site=site,
+        since=query.since,
+        until=until,
+        ok=result.ok,
+        summary=result.summary(),
+        differences=[
+            ReconciliationDifferenceOut(
+                kind=d.kind.value,
+                project=d.project,
+                unit=d.unit,
+                job_id=d.job_id,
+                site_job_ids=list(d.site_job_ids),
+                ledger_amount=d.ledger_amount,
+                site_amount=d.site_amount,
+                delta=d.delta,
+            )
+            for d in result.differences
+        ],
+    )
 
 
 ESSENTIAL_LOOPS = frozenset({"forwarder", "status-sync", "readiness"})

@@ -1,4 +1,7 @@
-"""The CLI's side of the API: a profile on disk (mode 0600), device-flow sign-in, refresh, HTTP calls."""
+"""The CLI's side of the API: a profile on disk (mode 0600), device-flow sign-in, refresh, HTTP calls.
+
+httpx is imported when a command first calls out, not before: ``antenna --help`` starts without it.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
@@ -60,12 +64,24 @@ def save_profile(profile: Profile) -> Path:
     return path
 
 
+def forget_profile() -> bool:
+    """Remove the stored profile (its tokens); True if there was one."""
+    path = profile_path()
+    if not path.exists():
+        return False
+    path.unlink()
+    return True
+
+
 def load_profile(url: str | None = None, token: str | None = None) -> Profile:
     """The stored profile, overridden by ``--url``/``ANTENNA_URL`` and ``ANTENNA_TOKEN``."""
     path = profile_path()
     profile = Profile(url="http://127.0.0.1:8000")
     if path.exists():
-        profile = Profile(**json.loads(path.read_text()))
+        try:
+            profile = Profile(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise CliError(f"{path} is damaged ({exc}): run `antenna login` again", status=401) from exc
     if url:
         profile.url = url
     if token:
@@ -81,11 +97,13 @@ def device_login(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Profile:
     """OAuth 2.0 device authorization grant (RFC 8628) against the issuer the gateway names."""
+    import httpx
+
     client = http or httpx.Client(timeout=10)
     try:
         return _device_flow(client, url, show=show, sleep=sleep)
     except httpx.HTTPError as exc:
-        raise CliError(f"cannot complete the sign-in: {exc}") from exc
+        raise CliError(f"cannot complete the sign-in at {url}: {exc or type(exc).__name__}") from exc
     finally:
         if http is None:  # ours: close its connections
             client.close()
@@ -111,7 +129,7 @@ def _device_flow(
             discovery["token_endpoint"],
             data={"grant_type": DEVICE_GRANT, "device_code": start["device_code"], "client_id": client_id},
         )
-        body = reply.json()
+        body = _json(reply) if reply.status_code == 200 else _error_body(reply)
         if reply.status_code == 200:
             return _profile_from_tokens(url, issuer, client_id, discovery["token_endpoint"], body)
         error = body.get("error")
@@ -122,6 +140,14 @@ def _device_flow(
             continue
         raise CliError(f"sign-in failed: {error or reply.status_code}", refused=True)
     raise CliError("sign-in timed out: the code was not confirmed in time", refused=True)
+
+
+def _error_body(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def _profile_from_tokens(url: str, issuer: str, client_id: str, token_endpoint: str, body: dict[str, Any]) -> Profile:
@@ -139,7 +165,10 @@ def _profile_from_tokens(url: str, issuer: str, client_id: str, token_endpoint: 
 def _json(response: httpx.Response) -> dict[str, Any]:
     if response.status_code >= 400:
         raise CliError(f"{response.request.url} answered {response.status_code}")
-    data: dict[str, Any] = response.json()
+    try:
+        data: dict[str, Any] = response.json()
+    except ValueError as exc:
+        raise CliError(f"{response.request.url} did not answer JSON: is it an Antenna gateway?") from exc
     return data
 
 
@@ -147,8 +176,11 @@ class ApiClient:
     """Calls the gateway; refreshes the access token shortly before it expires."""
 
     def __init__(self, profile: Profile, *, http: httpx.Client | None = None, persist: bool = True) -> None:
+        import httpx
+
         self.profile = profile
         self.http = http or httpx.Client(base_url=profile.url, timeout=30)
+        self._errors = httpx.HTTPError
         self.persist = persist
 
     def _token(self) -> str:
@@ -159,7 +191,7 @@ class ApiClient:
                     p.token_endpoint,
                     data={"grant_type": "refresh_token", "refresh_token": p.refresh_token, "client_id": p.client_id},
                 )
-            except httpx.HTTPError as exc:
+            except self._errors as exc:
                 raise CliError(f"cannot reach the identity provider to refresh your session: {exc}") from exc
             if reply.status_code != 200:
                 raise CliError("your session has expired: run `antenna login`", status=401)
@@ -174,8 +206,8 @@ class ApiClient:
         headers = {"Authorization": f"Bearer {self._token()}", **kwargs.pop("headers", {})}
         try:
             response = self.http.request(method, path, headers=headers, **kwargs)
-        except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach the gateway at {self.profile.url}: {exc}") from exc
+        except self._errors as exc:
+            raise CliError(f"cannot reach the gateway at {self.profile.url}: {exc or type(exc).__name__}") from exc
         if response.status_code >= 400:
             problem: dict[str, Any] = {}
             try:
@@ -193,4 +225,9 @@ class ApiClient:
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.request(method, path, **kwargs)
-        return response.json() if response.content else None
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise CliError(f"{self.profile.url} did not answer JSON: is it an Antenna gateway?") from exc

@@ -46,6 +46,8 @@ def build_gateway_package(repo_root: Path, out_dir: Path) -> GatewayPackage:
             "--frozen",
             "--no-default-groups",
             "--no-emit-project",
+            "--extra",
+            "server",
             "--format",
             "requirements-txt",
             "--output-file",

@@ -43,7 +43,7 @@ from gateway.jobs.models import (
     ProjectSite,
     SiteAccount,
 )
-from gateway.jobs.spec import JobSpec, validate_and_price
+from gateway.jobs.spec import JobSpec, PricedJob, validate_and_price
 from gateway.ledger import service as ledger
 from gateway.settings import Settings
 
@@ -98,6 +98,17 @@ class JobService:
         self.origin = origin  # names this process in outbox notifications (see gateway.jobs.outbox)
 
     # --- submit ---------------------------------------------------------------------------------
+
+    def estimate(self, principal: Principal, spec: JobSpec) -> tuple[PricedJob, Decimal | None]:
+        """The job priced as ``submit`` would price it, and what the project has available in its unit at the
+        site now (None without an active allocation). Reserves nothing."""
+        if not principal.is_member(spec.project):
+            raise Forbidden(f"you are not a member of project {spec.project}")
+        priced = validate_and_price(spec, self.settings)
+        now = self.clock.now()
+        balances = self.db.run(lambda s: ledger.balances(s, project=spec.project, site=spec.site))
+        active = [b.available for b in balances if b.unit == priced.unit and b.is_active(now)]
+        return priced, (active[0] if active else None)
 
     def submit(self, principal: Principal, spec: JobSpec, *, idempotency_key: str | None) -> SubmitResult:
         if not principal.is_member(spec.project):
@@ -249,6 +260,7 @@ class JobService:
         project: str | None = None,
         site: str | None = None,
         state: str | None = None,
+        id_prefix: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> JobPage:
@@ -260,6 +272,8 @@ class JobService:
                 query = query.where(Job.site == site)
             if state:
                 query = query.where(Job.state == state)
+            if id_prefix:
+                query = query.where(Job.id.startswith(id_prefix, autoescape=True))
             if cursor:
                 created, last_id = _decode_cursor(cursor)
                 query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < last_id)))

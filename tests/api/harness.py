@@ -32,12 +32,12 @@ from sqlalchemy import func, select
 from gateway.app import create_app
 from gateway.clock import Clock, SystemClock
 from gateway.db import make_engine
-from gateway.devmode import dev_site
+from gateway.devmode import dev_mode, dev_site
 from gateway.identity import DevIssuer, KeySetCache
 from gateway.jobs.models import Job, JobState
 from gateway.ledger.models import LedgerEntry
 from gateway.migrations import migrate
-from gateway.runtime import DevMode, Runtime
+from gateway.runtime import Runtime
 from gateway.settings import Settings, load_settings
 from tests.support.idp import LoopbackIdP
 
@@ -243,7 +243,7 @@ def build_app(
     clock = clock or SystemClock()
     http = httpx.AsyncClient()
     keys = KeySetCache.from_settings(settings.oidc, http=http, clock=clock)
-    return create_app(settings, dev=DevMode(issuer=_dev_issuer(), data_dir=data_dir), keys=keys, clock=clock, http=http)
+    return create_app(settings, dev=dev_mode(_dev_issuer(), data_dir), keys=keys, clock=clock, http=http)
 
 
 @asynccontextmanager

@@ -17,7 +17,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from gateway.app import create_app
-from gateway.devmode import DEV_PERSON, seed_demo
+from gateway.devmode import PI, seed_demo
 from gateway.settings import load_settings
 from tests.api.harness import build_app, serve
 from tests.support.idp import LoopbackIdP
@@ -64,8 +64,8 @@ def gateway_url(tmp_path: Path, test_idp: LoopbackIdP) -> Iterator[str]:
 def test_the_api_honours_its_document(case: Any, gateway_url: str, test_idp: LoopbackIdP) -> None:
     # The widest-reaching person: PI of the demo project, quota admin and operator.
     token = test_idp.token(
-        sub=DEV_PERSON,
-        myaccessid_cuid=DEV_PERSON,
+        sub=PI.person,
+        myaccessid_cuid=PI.person,
         groups=["/projects/demo", "/projects/demo/pi"],
         realm_access={"roles": ["antenna-quota-admin", "antenna-operator"]},
     )

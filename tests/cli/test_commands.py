@@ -40,7 +40,7 @@ def test_submit_then_follow_the_job_through_jobs_job_and_cancel(live: Live, scri
     table = live.run("jobs", person=ALICE)
     assert table.exit_code == 0
     assert job["id"][:8] in table.stdout
-    assert "demo" in table.stdout
+    assert "local/small" in table.stdout
 
     cancelled = live.json("cancel", job["id"], person=PAT)
     assert cancelled["id"] == job["id"]

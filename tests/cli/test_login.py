@@ -84,7 +84,14 @@ def test_login_polls_until_authorised_and_keeps_tokens_owner_only(setup: Setup) 
 def test_login_json_keeps_stdout_for_the_result_and_the_prompt_on_stderr(setup: Setup) -> None:
     result = setup.run("login", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"signed_in": True, "url": setup.url, "profile": str(setup.profile)}
+    document = json.loads(result.stdout)
+    assert document == {
+        "signed_in": True,
+        "url": setup.url,
+        "person": document["person"],
+        "profile": str(setup.profile),
+    }
+    assert document["person"].endswith("@myaccessid.org")
     assert setup.issuer.user_code in result.stderr
     assert setup.issuer.issued[0] not in result.output
 

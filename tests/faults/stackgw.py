@@ -28,11 +28,12 @@ from fastapi import FastAPI
 
 from gateway.app import create_app
 from gateway.clock import Clock, FakeClock, SystemClock
+from gateway.devmode import dev_mode
 from gateway.identity import DevIssuer, KeySetCache
 from gateway.jobs.invariants import check_jobs
 from gateway.jobs.models import JobState
 from gateway.ledger.service import check_invariants
-from gateway.runtime import DevMode, Runtime
+from gateway.runtime import Runtime
 from gateway.secrets import SecretStore
 from gateway.secrets.fake import FakeSecretStore
 from gateway.settings import Settings, load_settings
@@ -265,7 +266,7 @@ async def stack_gateway(
     keys = KeySetCache.from_settings(settings.oidc, http=http, clock=clock)
     app = create_app(
         settings,
-        dev=DevMode(issuer=_dev_issuer(), data_dir=data_dir),
+        dev=dev_mode(_dev_issuer(), data_dir),
         keys=keys,
         clock=clock,
         http=http,

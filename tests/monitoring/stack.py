@@ -24,7 +24,7 @@ import yaml
 
 from gateway.app import create_app
 from gateway.clock import SystemClock
-from gateway.devmode import dev_site, seed_demo
+from gateway.devmode import dev_mode, dev_site, seed_demo
 from gateway.identity import DevIssuer, KeySetCache
 from gateway.metrics import Metrics
 from gateway.runtime import DevMode, Runtime, build_runtime
@@ -78,10 +78,7 @@ def run_gateway(data_dir: Path) -> Iterator[Gateway]:
         forwarder={"poll_seconds": 0.2, "backoff_base_seconds": 0.2, "backoff_max_seconds": 1.0, "max_attempts": 100},
     )
     clock = SystemClock()
-    mode = DevMode(
-        issuer=DevIssuer(settings.oidc.issuer, clock=clock, key_file=data_dir / "dev-issuer-key.pem"),
-        data_dir=data_dir,
-    )
+    mode = dev_mode(DevIssuer(settings.oidc.issuer, clock=clock, key_file=data_dir / "dev-issuer-key.pem"), data_dir)
     http = httpx.AsyncClient(timeout=5.0)
     metrics: list[Metrics] = []
     keys = KeySetCache.from_settings(

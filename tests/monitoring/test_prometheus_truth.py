@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from gateway.connectors.local import LocalConnector
-from gateway.devmode import DEV_PERSON
+from gateway.devmode import PI
 from gateway.identity import ROLE_OPERATOR, ROLE_QUOTA_ADMIN, Role
 from gateway.jobs.models import Job, OutboxEntry
 from gateway.ledger import service as ledger
@@ -93,7 +93,7 @@ def observed(prometheus_tools: PrometheusTools, tmp_path_factory: pytest.TempPat
 
 def _workload(gw: Gateway, prom: Prometheus) -> tuple[dict[str, dict[str, Any]], list[str]]:
     token = gw.mode.issuer.mint(
-        DEV_PERSON,
+        PI.person,
         projects={"demo": Role.PI, "tiny": Role.MEMBER},
         roles=[ROLE_QUOTA_ADMIN, ROLE_OPERATOR],
         lifetime_seconds=3600,
@@ -323,6 +323,6 @@ def test_exported_labels_name_no_person_and_no_job(observed: Observed) -> None:
         for sample in family.samples
         for value in sample.labels.values()
     }
-    identifiers = {DEV_PERSON, *observed.jobs, *observed.queued_during_outage}
+    identifiers = {PI.person, *observed.jobs, *observed.queued_during_outage}
     assert not any(ident in value for ident in identifiers for value in values)
     assert "/v1/jobs/{job_id}" in values  # routes are exported as templates

@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.cli.main import app
-from gateway.devmode import DEV_PERSON
+from gateway.devmode import PI
 from gateway.identity import Role
 from gateway.ledger import service as ledger
 from tests.monitoring.stack import Gateway, run_gateway
@@ -79,7 +79,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
                         site=site,
                         unit=unit,
                         amount=amount,
-                        person=DEV_PERSON,
+                        person=PI.person,
                         at=at,
                     )
                     ledger.settle(session, job_id=job, outcome="charge", amount=amount, at=at + timedelta(hours=2))
@@ -92,12 +92,12 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
                 site="lumi",
                 unit="gpu-hours",
                 amount=OPEN_RESERVATION,
-                person=DEV_PERSON,
+                person=PI.person,
                 at=now,
             )
 
         gw.runtime.db.run(book)
-        token = gw.mode.issuer.mint(DEV_PERSON, projects={PROJECT: Role.PI}, lifetime_seconds=3600)
+        token = gw.mode.issuer.mint(PI.person, projects={PROJECT: Role.PI}, lifetime_seconds=3600)
         yield History(gw, token, now, lumi)
 
 
@@ -125,8 +125,8 @@ def test_usage_plot_draws_each_site_with_its_run_out(history: History, tmp_path:
     result = _cli(history, tmp_path, "usage", "--project", PROJECT, "--plot", str(picture))
     assert result.exit_code == 0, result.output
     data = picture.read_bytes()
-    # One 10 x 3.6 inch panel per active allocation (two sites) at 110 dpi.
-    assert _png_size(data) == (1100, 792)
+    # One 12 x 4.4 inch row per active allocation (two sites) at 110 dpi.
+    assert _png_size(data) == (1320, 968)
     assert len(data) > 40_000  # lines, text and legends, not a blank canvas
     # What the picture says, also on the terminal: lumi runs out within its period, lucia lasts it.
     lines = {line.split(" ", 1)[0]: line for line in result.output.splitlines() if line.startswith(("lumi", "lucia"))}
@@ -144,7 +144,7 @@ def test_usage_plot_of_one_site(history: History, tmp_path: Path) -> None:
     picture = tmp_path / "lucia.png"
     result = _cli(history, tmp_path, "usage", "--project", PROJECT, "--site", "lucia", "--plot", str(picture))
     assert result.exit_code == 0, result.output
-    assert _png_size(picture.read_bytes()) == (1100, 396)
+    assert _png_size(picture.read_bytes()) == (1320, 484)
     assert "lumi" not in result.output
 
 
