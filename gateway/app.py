@@ -47,6 +47,7 @@ def create_app(
     app.state.runtime = rt
     problems.install(app)
     app.include_router(jobs.router)
+    app.include_router(jobs.estimates)
     app.include_router(projects.router)
     app.include_router(sites.router)
     if dev is not None:

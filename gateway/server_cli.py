@@ -98,7 +98,11 @@ def dev_app() -> typer.Typer:
 
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise typer.BadParameter("antenna dev serves on loopback only", param_hint="--host")
-        setup = dev_setup(data_dir.resolve(), host=host, port=port, config=config)
+        try:
+            setup = dev_setup(data_dir.resolve(), host=host, port=port, config=config)
+        except AntennaError as exc:
+            err.print(f"[red]refusing to start:[/red]\n{escape(exc.detail)}")
+            raise typer.Exit(EXIT_FAILED) from exc
         log_file = setup.mode.data_dir / "gateway.log"
         configure_logging(setup.settings.logging, stream=open(log_file, "a"))  # noqa: SIM115, PTH123 - lives as long as the server
         runtime = build_runtime(setup.settings, dev=setup.mode)

@@ -76,7 +76,11 @@ def submit(
     return JobOut.of(result.job)
 
 
-@router.post("/estimate", response_model=EstimateOut, responses=problem_responses(400, 403, 413, 422))
+# Its own path: under /v1/jobs/ it would read as a job id to every other method.
+estimates = APIRouter(prefix="/v1/estimates", tags=["jobs"], responses=AUTHENTICATED)
+
+
+@estimates.post("", response_model=EstimateOut, responses=problem_responses(400, 403, 413, 422))
 def estimate(spec: JobSpec, who: PrincipalDep, rt: RuntimeDep) -> EstimateOut:
     """The price of a job at its time limit, and whether the project can afford it now; nothing is reserved."""
     priced, available = rt.jobs.estimate(who, spec)

@@ -59,7 +59,7 @@ def sites(who: PrincipalDep, rt: RuntimeDep) -> list[SiteOut]:
     "/v1/sites/{site}/reconciliation",
     response_model=ReconciliationOut,
     tags=["sites"],
-    responses=problem_responses(403, 404, 422, 502, 503),
+    responses={**AUTHENTICATED, **problem_responses(403, 404, 422, 502, 503)},
 )
 async def reconciliation(
     site: Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,62}$")],

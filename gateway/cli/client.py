@@ -195,7 +195,7 @@ class ApiClient:
                 raise CliError(f"cannot reach the identity provider to refresh your session: {exc}") from exc
             if reply.status_code != 200:
                 raise CliError("your session has expired: run `antenna login`", status=401)
-            self.profile = _profile_from_tokens(p.url, p.issuer, p.client_id, p.token_endpoint, reply.json())
+            self.profile = _profile_from_tokens(p.url, p.issuer, p.client_id, p.token_endpoint, _json(reply))
             if self.persist:
                 save_profile(self.profile)
         if not self.profile.access_token:
@@ -209,11 +209,7 @@ class ApiClient:
         except self._errors as exc:
             raise CliError(f"cannot reach the gateway at {self.profile.url}: {exc or type(exc).__name__}") from exc
         if response.status_code >= 400:
-            problem: dict[str, Any] = {}
-            try:
-                problem = response.json()
-            except ValueError:
-                problem = {"detail": response.text[:300]}
+            problem = _error_body(response) or {"detail": response.text[:300]}
             detail = problem.get("detail") or problem.get("title") or response.reason_phrase
             raise CliError(
                 str(detail), refused=400 <= response.status_code < 500, status=response.status_code, problem=problem

@@ -87,4 +87,7 @@ class AntennaGroup(TyperGroup):
             return command
         if not extension.installed():
             return _not_installed(cmd_name, extension)
-        return extension.load(cmd_name)
+        try:
+            return extension.load(cmd_name)
+        except ImportError:  # a partial install: say what completes it rather than fail every command
+            return _not_installed(cmd_name, extension)

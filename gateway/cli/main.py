@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 # typer vendors click (0.26+): its exceptions are the ones its commands raise.
-from typer._click.exceptions import BadParameter, ClickException, UsageError
+from typer._click.exceptions import BadParameter, ClickException, NoArgsIsHelpError, UsageError
 
 from gateway.cli import views
 from gateway.cli.client import (
@@ -52,8 +52,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help: rich's help formatter imports a Markdown parser, a third of `antenna --help`'s start-up.
+    rich_markup_mode=None,
 )
-admin = typer.Typer(help="Allocation managers and operators.", no_args_is_help=True)
+admin = typer.Typer(help="Allocation managers and operators.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(admin, name="admin")
 
 out = Console()
@@ -140,7 +142,10 @@ def _job_id(client: ApiClient, given: str) -> str:
 @app.command()
 def login(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     """Sign in with your federated identity (device authorization grant); tokens are kept with mode 0600."""
-    target = url or load_profile().url
+    try:
+        target = url or load_profile().url
+    except CliError:  # a damaged profile: signing in again is the cure, at the default address
+        target = "http://127.0.0.1:8000"
 
     def show(link: str, code: str) -> None:
         # With --json the prompt goes to stderr: stdout carries only the result document.
@@ -161,7 +166,7 @@ def login(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
 
 @app.command()
 def logout(as_json: JsonOpt = False) -> None:
-    """Forget the tokens this machine keeps (and end the session at the identity provider when it can)."""
+    """Forget the tokens this machine keeps."""
     removed = forget_profile()
     if as_json:
         emit({"signed_out": True, "removed": removed}, True)
@@ -327,7 +332,7 @@ def estimate(
         memory_gb=memory_gb, gpus=gpus, time_limit=time_limit, env=None, workdir=None,
     )  # fmt: skip
     body.pop("name", None)
-    price = _call(url, "POST", "/v1/jobs/estimate", json=body)
+    price = _call(url, "POST", "/v1/estimates", json=body)
     if as_json:
         emit(price, True)
         return
@@ -614,7 +619,7 @@ def admin_map_account(
 
 @admin.command("resolve")
 def admin_resolve(
-    job_id: Annotated[str, typer.Argument(help="the lost job (its id or first characters)")],
+    job_id: Annotated[str, typer.Argument(help="the lost job's full id (as `admin reconcile` and alerts show it)")],
     reason: Annotated[str, typer.Option(help="why; kept in the ledger's journal")],
     charge: Annotated[str | None, typer.Option(help="charge this much (the site's own records)")] = None,
     void: Annotated[bool, typer.Option("--void", help="release the reservation: the job never ran")] = False,
@@ -653,7 +658,6 @@ def admin_reconcile(
     days: Annotated[int | None, typer.Option(help="instead of --since: the last N days")] = None,
     url: UrlOpt = None,
     as_json: JsonOpt = False,
-    wide: WideOpt = False,
 ) -> None:
     """Compare the ledger's charges with the site's own accounting over any window (operators)."""
     if since is not None and days is not None:
@@ -669,9 +673,9 @@ def admin_reconcile(
         if result["differences"]:
             table = Table("kind", "project", "job", "site jobs", "ledger", "site", "delta", box=None)
             for d in result["differences"]:
-                job_text = d["job_id"] or ""
+                # Whole ids: `admin resolve` takes a prefix of the operator's own jobs only, and these are anyone's.
                 table.add_row(
-                    d["kind"], d["project"] or "", job_text if wide else job_text[: views.SHORT_ID],
+                    d["kind"], d["project"] or "", d["job_id"] or "",
                     ",".join(d["site_job_ids"]), d["ledger_amount"], d["site_amount"], d["delta"],
                 )  # fmt: skip
             out.print(table)
@@ -688,6 +692,9 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="antenna", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `antenna` alone, or a group alone: its help, not an error
+        print(exc.format_message(), file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     except UsageError as exc:
         hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
         err.print(f"[red]error:[/red] {escape(exc.format_message())}{hint}", soft_wrap=True, highlight=False)

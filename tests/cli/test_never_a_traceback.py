@@ -143,5 +143,5 @@ def test_the_server_commands_say_what_to_install_when_missing(tmp_path: Path) ->
     )
     assert listed.returncode == 0
     commands = listed.stdout.split("Commands")[1]
-    assert re.search(r"│ submit\s", commands)
-    assert not re.search(r"│ (serve|dev|deploy|vault)\s", commands)
+    assert re.search(r"^ +submit\s", commands, re.MULTILINE)
+    assert not re.search(r"^ +(serve|dev|deploy|vault)\s", commands, re.MULTILINE)
