@@ -1,4 +1,4 @@
-"""The issue's "Done when", end to end in subprocesses: ``antenna dev`` starts, prints three commands, and
+"""The issue's "Done when", end to end in subprocesses: ``antenna dev`` starts, prints four commands, and
 those commands, run exactly as printed, submit a job that completes and show its charge in the balance.
 
 The commands are run from a second process with the environment of this one (the CLI's profile folder set
@@ -107,26 +107,30 @@ def wait_until_serving(server: DevServer, url: str) -> None:
     raise AssertionError(f"antenna dev never answered on {url}")
 
 
-def test_the_three_printed_commands_work_as_printed(
+def test_the_printed_commands_work_as_printed(
     dev_server: tuple[DevServer, int], cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     server, port = dev_server
     for _ in range(START_LINES):
-        if server.next_line() == "Try, from another terminal:":
+        if server.next_line() == "From another terminal, try:":
             break
     else:
         raise AssertionError(f"no commands printed: {server.printed}")
-    commands = [server.next_line() for _ in range(3)]
+    commands = [server.next_line() for _ in range(4)]
     url = f"http://127.0.0.1:{port}"
     assert any(url in line for line in server.printed), server.printed
-    token = next(line for line in server.printed if line.count(".") == 2 and len(line) > 100)
+    # The terminal is signed in through the saved profile: no token is ever printed.
+    assert not any(re.search(r"eyJ[\w-]+\.[\w-]+\.", line) for line in server.printed), server.printed
     wait_until_serving(server, url)
 
     def run(line: str) -> subprocess.CompletedProcess[str]:
         argv = shlex.split(line)  # exactly as printed: the words a shell would pass, no shell involved
         return subprocess.run(argv, env=cli_env, capture_output=True, text=True, timeout=300, check=False)
 
-    submit_line, balance_line, jobs_line = commands
+    whoami_line, submit_line, jobs_line, balance_line = commands
+    whoami = run(whoami_line)
+    assert whoami.returncode == 0, whoami.stdout + whoami.stderr
+    assert "alice@demo.antenna.dev" in whoami.stdout
     assert shlex.split(submit_line)[1:3] == ["submit", "--site"], submit_line
     submitted = run(submit_line)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
@@ -137,9 +141,10 @@ def test_the_three_printed_commands_work_as_printed(
 
     balance = run(balance_line)
     assert balance.returncode == 0, balance.stdout + balance.stderr
-    row = next(line for line in balance.stdout.splitlines() if unit in line)
+    label = unit.removeprefix("cpu-").removesuffix("-hours") + "-h"  # as the 80-column table names units
+    row = next(line for line in balance.stdout.splitlines() if f" {label} " in line)
     assert charged in row.split(), balance.stdout  # the charge, in the charged column of the job's unit
-    assert "1000" in row  # the demo allocation
+    assert "1,000.00" in row  # the demo allocation
 
     jobs = run(jobs_line)
     assert jobs.returncode == 0, jobs.stdout + jobs.stderr
@@ -148,5 +153,5 @@ def test_the_three_printed_commands_work_as_printed(
 
     log = (tmp_path / "dev" / "gateway.log").read_text()
     assert log  # the gateway logged the run ...
-    assert token not in log  # ... and never the token it printed and the commands used
+    assert "eyJ" not in log  # ... and never a token
     assert "hello from job" not in log  # nor the example job's script
