@@ -201,8 +201,6 @@ TimeOpt = Annotated[
     str | None, typer.Option(help="HH:MM:SS or minutes; default the script's #SBATCH --time, else 00:10:00")
 ]
 EnvOpt = Annotated[list[str] | None, typer.Option(help="NAME=VALUE, allow-listed names only; repeatable")]
-_DIRECTIVE = re.compile(r"^#(?:SBATCH|SLURM)\s+(?:--(?P<long>[a-z-]+)|-(?P<short>[a-zA-Z]))")
-_SHORT = {"t": "time", "J": "job-name"}
 
 
 def _read_script(script: Path) -> str:
@@ -217,13 +215,15 @@ def _read_script(script: Path) -> str:
 
 
 def _named_in_script(text: str) -> set[str]:
-    """The options the script's #SBATCH lines give (the gateway reads them; here only to leave them alone)."""
-    named = set()
-    for line in text.splitlines():
-        match = _DIRECTIVE.match(line.strip())
-        if match:
-            named.add(match.group("long") or _SHORT.get(match.group("short"), ""))
-    return named
+    """The options the script's #SBATCH lines give, read as the gateway reads them (a module of the standard
+    library only); a line it refuses is left to the gateway, which names it."""
+    from gateway.errors import AntennaError
+    from gateway.jobs.directives import read_directives
+
+    try:
+        return {directive.name for directive in read_directives(text)}
+    except AntennaError:
+        return set()
 
 
 def _environment(pairs: list[str] | None) -> dict[str, str]:
@@ -331,7 +331,6 @@ def estimate(
         script, site=site, project=project, partition=partition, name=None, nodes=nodes, cores=cores,
         memory_gb=memory_gb, gpus=gpus, time_limit=time_limit, env=None, workdir=None,
     )  # fmt: skip
-    body.pop("name", None)
     price = _call(url, "POST", "/v1/estimates", json=body)
     if as_json:
         emit(price, True)
@@ -563,9 +562,12 @@ def _plot(url: str | None, path: Path, *, project: str, site: str | None, as_jso
     with _session(url) as client:
         balance_doc = client.json("GET", f"/v1/projects/{project}/balance")
         usage_doc = client.json("GET", f"/v1/projects/{project}/usage", params={"site": site} if site else {})
-        lines = write_usage_plot(
-            target, project=project, balance=balance_doc, usage=usage_doc, now=datetime.now(UTC), site=site
-        )
+        try:
+            lines = write_usage_plot(
+                target, project=project, balance=balance_doc, usage=usage_doc, now=datetime.now(UTC), site=site
+            )
+        except PlotError as exc:  # the file could not be written after all (permissions, a full disk)
+            raise BadParameter(str(exc), param_hint="--plot") from exc
     if as_json:
         emit({"plot": str(target), "summary": lines}, True)
         return

@@ -8,11 +8,9 @@ The gateway runs as its own process (``python -m gateway.cli dev``); the client 
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +19,7 @@ import httpx
 import pytest
 
 from gateway.devmode import DEMO_PEOPLE, OPERATOR, OUTSIDER, PI, QUOTA_ADMIN, RESEARCHER
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.cli.process import ARGV, antenna, cli_env
 
 
 def free_port() -> int:
@@ -35,9 +32,9 @@ def free_port() -> int:
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("antenna-dev")
     port = free_port()
-    env = {**os.environ, "ANTENNA_CLI_HOME": str(folder / "dev-cli"), "PYTHONPATH": str(REPO)}
+    env = cli_env({"ANTENNA_CLI_HOME": str(folder / "dev-cli")})
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "dev", "--data-dir", str(folder / "data"), "--port", str(port)],
+        [*ARGV, "dev", "--data-dir", str(folder / "data"), "--port", str(port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -61,11 +58,8 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def login(url: str, person: str, home: Path) -> None:
     """`antenna login --url`, and the person confirming the code it shows on the issuer's page."""
-    env = {**os.environ, "ANTENNA_CLI_HOME": str(home), "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    env.pop("ANTENNA_TOKEN", None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "login", "--url", url], env=env, stdout=subprocess.PIPE, text=True
-    )
+    env = cli_env({"ANTENNA_CLI_HOME": str(home), "ANTENNA_TOKEN": None, "COLUMNS": "200"})
+    process = subprocess.Popen([*ARGV, "login", "--url", url], env=env, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     prompt = process.stdout.readline()
     match = re.search(r"Open (\S+) and confirm the code (\S+)", prompt)
@@ -81,12 +75,9 @@ def login(url: str, person: str, home: Path) -> None:
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ANTENNA_CLI_HOME": str(home), "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    env.pop("ANTENNA_TOKEN", None)
-    env.pop("ANTENNA_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args], env=env, capture_output=True, text=True, timeout=120, check=False
-    )
+    """A command as the person signed in under ``home`` (its profile, not a token or URL from this process)."""
+    signed_in: dict[str, str | None] = {"ANTENNA_CLI_HOME": str(home), "ANTENNA_TOKEN": None, "ANTENNA_URL": None}
+    return antenna(*args, env={**signed_in, "COLUMNS": "200"})
 
 
 @pytest.fixture(scope="module")

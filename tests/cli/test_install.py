@@ -4,17 +4,19 @@ server or the operator tools, and ``--help`` does not even load the HTTP client.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+import pytest
+
+from tests.cli.process import REPO, client_only
+
 SERVER_AND_OPERATOR = (
     "fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "psycopg", "pydantic_settings", "hvac", "keycloak",
     "asyncssh", "prometheus_client", "limits", "structlog", "pulumi", "ansible", "ansible_runner", "yaml", "jwt",
     "matplotlib", "gateway.app", "gateway.runtime", "gateway.settings", "gateway.server_cli", "gateway.deploy",
-    "gateway.realm", "gateway.secrets", "gateway.jobs", "gateway.ledger",
+    "gateway.realm", "gateway.secrets", "gateway.jobs.service", "gateway.jobs.models", "gateway.ledger",
 )  # fmt: skip
 
 PROBE = """
@@ -27,24 +29,6 @@ except SystemExit:
 import json
 print(json.dumps(sorted(sys.modules)), file=sys.stderr)
 """
-
-
-CLIENT_ONLY = """
-import importlib.util
-_find = importlib.util.find_spec
-def find_spec(name, package=None):
-    if name.split(".")[0] in {"fastapi", "pulumi", "keycloak", "hvac"}:
-        return None
-    return _find(name, package)
-importlib.util.find_spec = find_spec
-"""
-
-
-def client_only(folder: Path) -> dict[str, str]:
-    """The environment of a client-only install, imitated: the extras' libraries are not found (so their
-    commands are not listed), through a sitecustomize on the path."""
-    (folder / "sitecustomize.py").write_text(CLIENT_ONLY)
-    return {**os.environ, "PYTHONPATH": f"{folder}{os.pathsep}{REPO}"}
 
 
 def loaded_by(*args: str, env: dict[str, str] | None = None) -> set[str]:
@@ -79,3 +63,17 @@ def test_the_distribution_keeps_server_and_operator_out_of_the_base_install() ->
     assert base == {"httpx", "typer", "rich"}
     assert set(project["optional-dependencies"]) == {"plot", "server", "operator"}
     assert project["scripts"]["antenna"] == "gateway.cli.main:main"
+
+
+def test_a_partial_install_names_the_missing_extra_instead_of_failing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from gateway.cli import extensions
+    from gateway.cli.main import app
+
+    broken = extensions.Extension("operator", "json", "tests.cli.no_such_module:app", "present but incomplete")
+    monkeypatch.setitem(extensions.EXTENSIONS, "broken", broken)
+    assert CliRunner().invoke(app, ["--help"]).exit_code == 0  # the other commands are listed
+    result = CliRunner().invoke(app, ["broken"])
+    assert result.exit_code == 2
+    assert "install antenna-gateway[operator]" in result.output
