@@ -2,7 +2,9 @@
 against a local gateway (`antenna dev`), each beside the same command of the all-in-one development
 environment (`.venv`, server and operator tools included) in the same run.
 
-    uv run python tests/bench/bench_client_install.py [--runs 15]
+    uv run python tests/bench/bench_client_install.py [--runs 15] [--typer 0.29.2]
+
+``--typer`` installs that typer version in the client environment instead of the locked one, to compare.
 
 Builds the wheel, installs it without extras into a fresh virtual environment (`uv pip install`, packages
 from the uv cache or the index), and times fresh processes (page cache warm: what a person sees on their
@@ -43,6 +45,7 @@ def timed(argv: list[str], env: dict[str, str], runs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--typer", help="another typer version in the client install, to compare")
     args = parser.parse_args()
     uv = os.environ.get("UV") or shutil.which("uv") or "uv"
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,7 +54,13 @@ def main() -> None:
         wheel = next(work.glob("*.whl"))
         venv = work / "client"
         subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
-        subprocess.run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin/python"), str(wheel)], check=True)
+        extra = []
+        if args.typer:  # over the wheel's own bound: the point is to compare
+            (work / "overrides.txt").write_text(f"typer=={args.typer}\n")
+            extra = ["--overrides", str(work / "overrides.txt")]
+        subprocess.run(
+            [uv, "pip", "install", "--quiet", "--python", str(venv / "bin/python"), str(wheel), *extra], check=True
+        )
         client_mb = size_mb(venv)
         full_mb = size_mb(REPO / ".venv")
 
@@ -80,7 +89,7 @@ def main() -> None:
         finally:
             gateway.terminate()
             gateway.wait(timeout=30)
-    print(f"machine: {os.cpu_count()} cores; {args.runs} runs each, median")
+    print(f"machine: {os.cpu_count()} cores; {args.runs} runs each, median; typer {args.typer or 'as locked'}")
     print(f"installed size: client {client_mb:.1f} MB; development .venv {full_mb:.1f} MB")
     for label, help_s, jobs_s in rows:
         print(f"{label:<18} antenna --help {help_s * 1000:6.0f} ms   antenna jobs {jobs_s * 1000:6.0f} ms")
