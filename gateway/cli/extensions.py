@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import typer
 from typer._click.core import Command, Context
-from typer._click.exceptions import UsageError
+from typer._click.exceptions import ClickException
 from typer.core import TyperGroup
 
 DISTRIBUTION = "antenna-gateway"
@@ -65,10 +65,12 @@ def _not_installed(name: str, extension: Extension) -> Command:
 
     @app.command(name=name, help=extension.help, context_settings=loose)
     def explain() -> None:
-        raise UsageError(
+        missing = ClickException(
             f"`antenna {name}` comes with the {extension.extra} tools: "
             f"install {DISTRIBUTION}[{extension.extra}] (see the README)"
         )
+        missing.exit_code = 2  # as a usage error, without pointing at a help this stand-in does not have
+        raise missing
 
     return typer.main.get_command(app)
 
